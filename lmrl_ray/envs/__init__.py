@@ -1,0 +1,206 @@
+"""The LMRL-Gym tasks as Gymnasium text environments.
+
+    env = lmrl_ray.envs.make("maze")
+    observation, info = env.reset(seed=0, options={"start": (1, 1)})
+    observation, reward, terminated, truncated, info = env.step("move right")
+
+`names()` lists the tasks; `spec(name)` tells about one (its summary, the paper's
+normalisation constants); `policy(name, kind)` builds a scripted policy for it.
+Modules are imported on first use, so listing the tasks is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmrl_ray.envs.base import (
+    AGENT,
+    ENV,
+    ScriptedPolicy,
+    TextEnv,
+    Turn,
+    render_prompt,
+)
+
+POLICY_KINDS = ("expert", "behaviour", "random")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One registered task."""
+
+    name: str
+    """The name `make` takes."""
+    summary: str
+    """One line for `lmrl-ray tasks`."""
+    env: str
+    """`module:Class` of the environment."""
+    policies: dict[str, str]
+    """Scripted policy kind (expert, behaviour, random) -> `module:Class`."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Defaults passed to the environment's constructor (a variant of a shared class)."""
+    paper_min: float | None = None
+    """The paper's task minimum m (appendix E), None where unpublished."""
+    paper_avg: float | None = None
+    """The paper's dataset average d."""
+    paper_max: float | None = None
+    """The paper's maximum M."""
+
+
+_GAMES = "lmrl_ray.envs"
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in [
+        TaskSpec(
+            "maze",
+            "Fully observed 10x13 maze; reach (8, 6) with move up/down/left/right.",
+            f"{_GAMES}.maze:MazeEnv",
+            {kind: f"{_GAMES}.maze:{cls}" for kind, cls in
+             [("expert", "ShortestPathPolicy"), ("behaviour", "MazeBehaviourPolicy"), ("random", "UniformLegalPolicy")]},
+            settings={"partially_observed": False},
+            paper_min=-101, paper_avg=-83, paper_max=-6.84,
+        ),
+        TaskSpec(
+            "maze-po",
+            "Partially observed maze: only the walls around you, last 40 turns in view.",
+            f"{_GAMES}.maze:MazeEnv",
+            {kind: f"{_GAMES}.maze:{cls}" for kind, cls in
+             [("expert", "BeliefPolicy"), ("behaviour", "MazeBehaviourPolicy"), ("random", "UniformLegalPolicy")]},
+            settings={"partially_observed": True},
+            paper_min=-101, paper_avg=-83, paper_max=-25.75,
+        ),
+        TaskSpec(
+            "text-nav",
+            "Text adventure: put the stale food from the living-room table in the kitchen fridge.",
+            f"{_GAMES}.text_nav:TextNavEnv",
+            {kind: f"{_GAMES}.text_nav:{cls}" for kind, cls in
+             [("expert", "WalkthroughPolicy"), ("behaviour", "TextNavBehaviourPolicy"), ("random", "UniformLegalPolicy")]},
+            settings={"partially_observed": False},
+            paper_min=0, paper_avg=0.26, paper_max=1,
+        ),
+        TaskSpec(
+            "text-nav-po",
+            "Text-Nav without the room name and inventory in the observations.",
+            f"{_GAMES}.text_nav:TextNavEnv",
+            {kind: f"{_GAMES}.text_nav:{cls}" for kind, cls in
+             [("expert", "WalkthroughPolicy"), ("behaviour", "TextNavBehaviourPolicy"), ("random", "UniformLegalPolicy")]},
+            settings={"partially_observed": True},
+            paper_min=0, paper_avg=0.26, paper_max=1,
+        ),
+        TaskSpec(
+            "wordle",
+            "Wordle: six tries at a five-letter word, feedback g/y/b per letter.",
+            f"{_GAMES}.wordle:WordleEnv",
+            {kind: f"{_GAMES}.wordle:{cls}" for kind, cls in
+             [("expert", "InformationGainPolicy"), ("behaviour", "WordleBehaviourPolicy"), ("random", "RandomWordPolicy")]},
+            paper_min=-6, paper_avg=-4.12, paper_max=-1.94,
+        ),
+        TaskSpec(
+            "chess",
+            "Chess as White against a strength-limited Stockfish; FEN in, spaced SAN out.",
+            f"{_GAMES}.chess_game:ChessEnv",
+            {kind: f"{_GAMES}.chess_game:{cls}" for kind, cls in
+             [("expert", "StockfishPolicy"), ("behaviour", "ChessBehaviourPolicy"), ("random", "UniformLegalPolicy")]},
+            paper_min=-401, paper_avg=0.21, paper_max=1,
+        ),
+        TaskSpec(
+            "endgames",
+            "Chess endgames: K+Q, K+R, K+Q+R or K+R+R against a lone king; mate it.",
+            f"{_GAMES}.endgames:EndgamesEnv",
+            {kind: f"{_GAMES}.endgames:{cls}" for kind, cls in
+             [("expert", "StockfishPolicy"), ("behaviour", "EndgameBehaviourPolicy"), ("random", "UniformLegalPolicy")]},
+            paper_min=-1, paper_avg=0.586, paper_max=1,
+        ),
+        TaskSpec(
+            "twenty-questions",
+            "Twenty Questions: find the hidden object with yes/no questions.",
+            f"{_GAMES}.twenty_questions:TwentyQuestionsEnv",
+            {kind: f"{_GAMES}.twenty_questions:{cls}" for kind, cls in
+             [("expert", "InformationGainQuestioner"), ("behaviour", "QuestionerMixture"), ("random", "RandomQuestioner")]},
+            paper_min=-20, paper_avg=-17.3, paper_max=-12.6,
+        ),
+        TaskSpec(
+            "guess-city",
+            "Guess My City: find the hidden city with open questions; the oracle never names it.",
+            f"{_GAMES}.guess_city:GuessCityEnv",
+            {kind: f"{_GAMES}.guess_city:{cls}" for kind, cls in
+             [("expert", "InformationGainQuestioner"), ("behaviour", "QuestionerMixture"), ("random", "RandomQuestioner")]},
+            paper_min=-20, paper_avg=-18.8, paper_max=-8.56,
+        ),
+        TaskSpec(
+            "car-dealer",
+            "Car Dealer: sell a car to a simulated buyer with a hidden persona and budget.",
+            f"{_GAMES}.car_dealer:CarDealerEnv",
+            {kind: f"{_GAMES}.car_dealer:{cls}" for kind, cls in
+             [("expert", "ExpertSeller"), ("behaviour", "SellerMixture"), ("random", "RandomSeller")]},
+            paper_min=0,
+        ),
+    ]
+}
+
+
+def names() -> list[str]:
+    """The registered task names, in the paper's order."""
+    return list(TASKS)
+
+
+def spec(name: str) -> TaskSpec:
+    """The registration of `name`; an unknown name raises an error listing the valid ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+
+
+def _load(path: str):
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def settings_of(name: str) -> list[str]:
+    """The settings `make(name, ...)` accepts."""
+    params = inspect.signature(_load(spec(name).env).__init__).parameters
+    return [p for p in params if p != "self" and params[p].kind == inspect.Parameter.KEYWORD_ONLY]
+
+
+def make(name: str, **settings: Any) -> TextEnv:
+    """Build the environment of task `name`; `settings` go to its constructor."""
+    task = spec(name)
+    valid = settings_of(name)
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)} for task {name!r}; valid settings: {', '.join(valid)}"
+        )
+    env = _load(task.env)(**{**task.settings, **settings})
+    env.task = name
+    return env
+
+
+def policy(name: str, kind: str, **settings: Any) -> ScriptedPolicy:
+    """A scripted policy of `kind` (expert, behaviour or random) for task `name`."""
+    task = spec(name)
+    if kind not in task.policies:
+        raise ValueError(f"unknown policy {kind!r} for task {name!r}; valid policies: {', '.join(task.policies)}")
+    return _load(task.policies[kind])(**settings)
+
+
+__all__ = [
+    "AGENT",
+    "ENV",
+    "POLICY_KINDS",
+    "ScriptedPolicy",
+    "TASKS",
+    "TaskSpec",
+    "TextEnv",
+    "Turn",
+    "make",
+    "names",
+    "policy",
+    "render_prompt",
+    "settings_of",
+    "spec",
+]

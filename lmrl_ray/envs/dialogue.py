@@ -1,0 +1,49 @@
+"""The partner in a dialogue task: the simulator interface.
+
+Twenty Questions, Guess My City and Car Dealer each have a hidden *secret* (the object,
+the city, the buyer's persona) that the agent does not see. A simulator answers the
+agent from the secret and the dialogue so far. Two kinds stand behind this interface:
+
+- *grounded* simulators answer from a knowledge table written by us: exact, and they
+  cannot be talked into a wrong answer (the reference);
+- *LM* simulators (a later issue) are small language models distilled from grounded
+  dialogues and served by simulator replicas, as in the paper.
+
+An environment takes `simulator="grounded"` (the default) and builds its simulator with
+`build_simulator`, which names the valid kinds when asked for another.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from lmrl_ray.envs.base import Turn
+
+
+class Simulator:
+    """Answers the agent. `reset` starts an episode with its secret; `reply` gives the
+    partner's next utterance after the agent's latest turn (the last item of
+    `transcript`). `unresolved` counts the agent turns this episode that the simulator
+    could not ground (it gave its documented fallback answer)."""
+
+    kind = ""
+
+    def __init__(self) -> None:
+        self.unresolved = 0
+
+    def reset(self, secret: Any, rng: np.random.Generator) -> None:
+        self.secret = secret
+        self.rng = rng
+        self.unresolved = 0
+
+    def reply(self, transcript: Sequence[Turn]) -> str:
+        raise NotImplementedError
+
+
+def build_simulator(task: str, kind: str, builders: Mapping[str, Callable[[], Simulator]]) -> Simulator:
+    """The simulator of `kind` for `task`, from the task's `builders` by kind."""
+    if kind not in builders:
+        raise ValueError(f"{task}: unknown simulator {kind!r}; valid simulators: {', '.join(builders)}")
+    return builders[kind]()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv with the package and its test tools, and makes sure Stockfish is there.
+# Called by `make`; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+
+# Stockfish: the chess tasks' opponent. Debian/Ubuntu ship it as `stockfish` (in /usr/games).
+if command -v stockfish >/dev/null 2>&1 || [ -x /usr/games/stockfish ] || [ -n "${LMRL_STOCKFISH:-}" ]; then
+  exit 0
+fi
+if command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup: installing Stockfish with apt-get (Debian package 'stockfish')"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stockfish
+elif command -v brew >/dev/null 2>&1; then
+  brew install stockfish
+else
+  echo "setup: Stockfish not found; install it (Debian: apt-get install stockfish;" \
+       "macOS: brew install stockfish) or point LMRL_STOCKFISH at the binary." >&2
+  exit 1
+fi
