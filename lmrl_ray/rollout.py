@@ -57,6 +57,16 @@ def summarize(returns: Sequence[float], successes: Sequence[bool], turns: Sequen
     return Summary(n, float(r.mean()), ci, std, float(np.mean(successes)), float(np.mean(turns)))
 
 
+def normalised_score(x: float, m: float | None, d: float | None, M: float | None) -> float | None:
+    """The paper's normalised score (appendix E): 0 = the task minimum m, 50 = the offline
+    dataset's average d, 100 = the expert maximum M; clipped below at 0. None where a
+    constant is unpublished."""
+    if m is None or d is None or M is None:
+        return None
+    score = 50 * (x - m) / (d - m) if x < d else 50 + 50 * (x - d) / (M - d)
+    return max(0.0, score)
+
+
 @dataclass
 class Episode:
     """A finished episode: the transcript and the reward of every agent turn."""

@@ -1,0 +1,249 @@
+"""Maze, fully and partially observed (LMRL-Gym; ../shared/TASKS.md).
+
+A 10 x 13 grid with 26 open cells; the goal is fixed at (8, 6) and every other open cell
+is a start. Actions are exactly `move up|down|left|right`; a move into a wall leaves the
+position. Reward -1 per move, 0 for the move that reaches the goal (text `Success`),
+-4 for an invalid action; after 100 agent turns the episode ends with `Failure`.
+
+Fully observed, the policy sees only the current observation, which states the goal,
+the position and the walls around it. Partially observed, an observation is only the
+walls sentence and the policy sees the last 40 turns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from lmrl_ray.envs.base import (
+    ScriptedPolicy,
+    TextEnv,
+    UniformLegalPolicy,
+    current_observation,
+    last_items,
+)
+
+LAYOUT = """\
+1111111111111
+1000001000001
+1110111110111
+1110111110111
+1110111110111
+1110000000111
+1111110111111
+1111110111111
+1111110111111
+1111111111111"""
+WALLS = np.array([[c == "1" for c in row] for row in LAYOUT.splitlines()])  # (rows, cols)
+GOAL = (8, 6)
+OPEN = [(r, c) for r in range(WALLS.shape[0]) for c in range(WALLS.shape[1]) if not WALLS[r, c]]
+STARTS = [cell for cell in OPEN if cell != GOAL]
+
+# Action text -> (d_row, d_col); up is row - 1, right is col + 1.
+MOVES = {"move up": (-1, 0), "move down": (1, 0), "move left": (0, -1), "move right": (0, 1)}
+ACTIONS = list(MOVES)
+
+STEP_REWARD = -1.0
+GOAL_REWARD = 0.0
+INVALID_REWARD = -4.0
+MAX_MOVES = 100
+PO_WINDOW = 40
+
+# Order and wording of the walls sentence, as in the source: right, left, above, below.
+_WALL_PHRASES = [((0, 1), "to your right"), ((0, -1), "to your left"), ((-1, 0), "above you"), ((1, 0), "below you")]
+
+
+def move(cell: tuple[int, int], action: str) -> tuple[int, int]:
+    """The cell after `action`; a move into a wall stays put."""
+    dr, dc = MOVES[action]
+    nxt = (cell[0] + dr, cell[1] + dc)
+    return cell if WALLS[nxt] else nxt
+
+
+def walls_sentence(cell: tuple[int, int]) -> str:
+    near = [phrase for (dr, dc), phrase in _WALL_PHRASES if WALLS[cell[0] + dr, cell[1] + dc]]
+    if not near:
+        return "There are no walls near you."
+    if len(near) == 1:
+        return f"There is a wall {near[0]}."
+    return f"There are walls {', '.join(near)}."
+
+
+def _number(n: int) -> str:
+    """The source writes a two-digit number with its digits apart: 10 -> '1 0'."""
+    return " ".join(str(n))
+
+
+def describe(cell: tuple[int, int], partially_observed: bool) -> str:
+    if partially_observed:
+        return walls_sentence(cell)
+    return (
+        f"The goal is at position {_number(GOAL[0])}, {_number(GOAL[1])}. "
+        f"Your current position is at position {_number(cell[0])}, {_number(cell[1])}. "
+        f"{walls_sentence(cell)}"
+    )
+
+
+@lru_cache(maxsize=None)
+def distances(target: tuple[int, int] = GOAL, region: frozenset | None = None) -> dict[tuple[int, int], int]:
+    """Moves from every cell (of `region`, if given) to `target`, by breadth-first search."""
+    dist = {target: 0}
+    queue = deque([target])
+    while queue:
+        cell = queue.popleft()
+        for action in ACTIONS:
+            nxt = move(cell, action)
+            if nxt not in dist and (region is None or nxt in region):
+                dist[nxt] = dist[cell] + 1
+                queue.append(nxt)
+    return dist
+
+
+class MazeEnv(TextEnv):
+    option_names = ("start",)
+
+    def __init__(self, *, partially_observed: bool = False, max_moves: int = MAX_MOVES, render_mode: str | None = None):
+        super().__init__(max_agent_turns=max_moves, render_mode=render_mode)
+        self.partially_observed = partially_observed
+        # What the policy sees: the current state, or the last 40 turns when partially observed.
+        self.view = last_items(PO_WINDOW) if partially_observed else current_observation
+        self.position = STARTS[0]
+
+    def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if "start" in options:
+            start = tuple(options["start"])
+            if start not in STARTS:
+                raise ValueError(f"{self.task}: start {start} is not an open cell other than the goal; valid starts: {STARTS}")
+        else:
+            start = self._rng_choice(STARTS)
+        self.position = start
+        return describe(start, self.partially_observed), {"position": start}
+
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        if action not in MOVES:
+            return describe(self.position, self.partially_observed), INVALID_REWARD, False, {"invalid_action": True}
+        self.position = move(self.position, action)
+        info = {"position": self.position}
+        if self.position == GOAL:
+            return "Success", GOAL_REWARD, True, {**info, "success": True}
+        return describe(self.position, self.partially_observed), STEP_REWARD, False, info
+
+    def _truncation_observation(self, observation: str) -> str:
+        return "Failure"
+
+    def legal_actions(self) -> list[str]:
+        return list(ACTIONS)
+
+
+class ShortestPathPolicy(ScriptedPolicy):
+    """The fully observed expert: a shortest path to the goal (reads the position)."""
+
+    def act(self, env: MazeEnv, rng: np.random.Generator) -> str:
+        dist = distances()
+        return min(ACTIONS, key=lambda a: dist[move(env.position, a)])
+
+
+# The three sub-mazes of the data: the left and right branches and the centre with the goal.
+SUB_MAZES = [
+    frozenset([(1, c) for c in range(1, 6)] + [(r, 3) for r in (2, 3, 4)]),
+    frozenset([(1, c) for c in range(7, 12)] + [(r, 9) for r in (2, 3, 4)]),
+    frozenset([(5, c) for c in range(3, 10)] + [(r, 6) for r in (6, 7, 8)]),
+]
+assert sorted(set().union(*SUB_MAZES)) == sorted(OPEN)
+
+
+class MazeBehaviourPolicy(ScriptedPolicy):
+    """The data policy: `solver_fraction` of actions from a solver, the rest random, and
+    every trajectory stays inside the sub-maze it starts in, so only those that start in
+    the goal's part can succeed (credit assignment and stitching, as in the paper).
+
+    The solver heads for the cell of its sub-maze nearest the goal along paths inside the
+    sub-maze; outside the goal's part that is a dead end, which makes it suboptimal.
+    Moves that would leave the sub-maze are replaced by a random move that stays in it.
+    """
+
+    def __init__(self, solver_fraction: float = 0.15):
+        self.solver_fraction = solver_fraction
+
+    def reset(self, env: MazeEnv, rng: np.random.Generator) -> None:
+        self.region = next(region for region in SUB_MAZES if env.position in region)
+        to_goal = distances()
+        self.target = min(self.region, key=lambda cell: to_goal[cell])
+        self.dist = distances(self.target, self.region)
+
+    def act(self, env: MazeEnv, rng: np.random.Generator) -> str:
+        inside = [a for a in ACTIONS if move(env.position, a) in self.region]
+        if rng.random() < self.solver_fraction:
+            return min(inside, key=lambda a: self.dist[move(env.position, a)])
+        return inside[int(rng.integers(len(inside)))]
+
+
+class BeliefPolicy(ScriptedPolicy):
+    """The partially observed expert. It reads only its own moves and the walls sentences:
+    it keeps the set of cells consistent with everything seen (the belief) and picks the
+    move that minimises the expected distance to the goal after `lookahead` moves, taking
+    the expectation over the observations each move can bring (expectimax)."""
+
+    def __init__(self, lookahead: int = 3):
+        self.lookahead = lookahead
+
+    def reset(self, env: MazeEnv, rng: np.random.Generator) -> None:
+        first = env.transcript[0].text
+        self.belief = frozenset(c for c in STARTS if walls_sentence(c) == first)
+        self.seen = 1
+
+    def _update(self, env: MazeEnv) -> None:
+        # Fold in every (move, observation) pair the transcript gained since the last call.
+        turns = env.transcript
+        while self.seen + 1 < len(turns):
+            action, observation = turns[self.seen].text, turns[self.seen + 1].text
+            if action in MOVES:
+                moved = {move(c, action) for c in self.belief}
+                self.belief = frozenset(c for c in moved if walls_sentence(c) == observation) or frozenset(moved)
+            self.seen += 2
+
+    def act(self, env: MazeEnv, rng: np.random.Generator) -> str:
+        self._update(env)
+        return min(ACTIONS, key=lambda a: _expected_cost(self.belief, a, self.lookahead))
+
+
+@lru_cache(maxsize=200_000)
+def _expected_cost(belief: frozenset, action: str, depth: int) -> float:
+    """Expected moves to the goal if `action` is taken from `belief`, then the best moves
+    for `depth - 1` more turns, then the remaining shortest-path distance."""
+    dist = distances()
+    outcomes: dict[str, set] = {}
+    for cell in belief:
+        nxt = move(cell, action)
+        key = "Success" if nxt == GOAL else walls_sentence(nxt)
+        outcomes.setdefault(key, set()).add(nxt)
+    total = 0.0
+    for key, cells in outcomes.items():
+        weight = len(cells) / len(belief)
+        if key == "Success":
+            continue
+        branch = frozenset(cells)
+        if depth <= 1:
+            rest = float(np.mean([dist[c] for c in branch]))
+        else:
+            rest = min(_expected_cost(branch, a, depth - 1) for a in ACTIONS)
+        total += weight * (1.0 + rest)
+    return total
+
+
+__all__ = [
+    "ACTIONS",
+    "BeliefPolicy",
+    "GOAL",
+    "MazeBehaviourPolicy",
+    "MazeEnv",
+    "ShortestPathPolicy",
+    "STARTS",
+    "SUB_MAZES",
+    "UniformLegalPolicy",
+    "describe",
+    "walls_sentence",
+]
