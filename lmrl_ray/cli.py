@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 
 from lmrl_ray import envs
+from lmrl_ray.data.store import StoreError
 from lmrl_ray.rollout import evaluate, normalised_score
 
 
@@ -111,6 +112,62 @@ def cmd_endgames_eval_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datagen(args: argparse.Namespace) -> int:
+    """Generate an offline dataset into a replay store (resumable, identical for a seed)."""
+    from lmrl_ray.data.datagen import DEFAULT_EPISODES, PAPER_TABLE_1, generate
+
+    if args.episodes is None:
+        episodes = DEFAULT_EPISODES[args.task]
+    elif args.episodes == "paper":
+        episodes = PAPER_TABLE_1[args.task][0]
+    else:
+        try:
+            episodes = int(args.episodes)
+        except ValueError:
+            print(f"lmrl-ray: --episodes takes a number or 'paper', not {args.episodes!r}", file=sys.stderr)
+            return 2
+    report = generate(
+        args.task,
+        episodes,
+        args.out,
+        seed=args.seed,
+        workers=args.workers,
+        policy=args.policy,
+        split=args.split,
+        episodes_per_shard=args.episodes_per_shard,
+        progress=True,
+    )
+    skipped = f" ({report.shards_skipped} already there)" if report.shards_skipped else ""
+    print(f"{report.episodes} {args.task} episodes in {report.shards} shards{skipped} at {report.out}, {report.seconds:.1f} s")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    """Table 1's columns for a dataset, beside the paper's row."""
+    from lmrl_ray.data.stats import dataset_stats, paper_row
+    from lmrl_ray.data.store import ReplayStore
+
+    rows = dataset_stats(ReplayStore(args.dir))
+    if args.json:
+        print(json.dumps([{**asdict(r), "paper": paper_row(r.task)} for r in rows]))
+        return 0
+    header = f"{'task':<17} {'':<6} {'trajectories':>12} {'turns':>14} {'success':>8} {'return':>18}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.task:<17} {'ours':<6} {r.trajectories:>12} {r.mean_turns:>7.2f} ± {r.std_turns:<4.1f} "
+            f"{r.success_rate:>8.3f} {r.mean_return:>9.3f} ± {r.std_return:<6.2f}"
+        )
+        p = paper_row(r.task)
+        if p:
+            print(
+                f"{'':<17} {'paper':<6} {p['trajectories']:>12} {p['mean_turns']:>7.2f}{'':7} "
+                f"{p['success_rate']:>8.3f} {p['mean_return']:>9.3f}"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmrl-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,15 +203,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=20, help="Stockfish search depth in plies")
     p.add_argument("--out", default=None, help="file to write (default: the shipped data file)")
     p.set_defaults(func=cmd_endgames_eval_set)
+
+    p = sub.add_parser("datagen", help="generate an offline dataset into a replay store")
+    p.add_argument("task", choices=envs.names(), metavar="TASK")
+    p.add_argument("--episodes", default=None, help="a number, or 'paper' for Table 1's size (default: the task's local size)")
+    p.add_argument("--out", required=True, help="the store directory (created, or resumed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="Ray tasks in flight; 0 runs in-process")
+    p.add_argument("--policy", choices=envs.POLICY_KINDS, default="behaviour")
+    p.add_argument("--split", choices=["train", "eval"], default="train")
+    p.add_argument("--episodes-per-shard", type=int, default=None, help="default: 500 (chess 20, endgames 100)")
+    p.set_defaults(func=cmd_datagen)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("stats", help="Table 1's columns for a dataset, beside the paper's")
+    q.add_argument("dir")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_data_stats)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "episodes", 1) < 1:
+    if isinstance(getattr(args, "episodes", None), int) and args.episodes < 1:
         print("lmrl-ray: --episodes must be at least 1", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, StoreError) as err:
+        # Bad input (a missing store, a malformed dataset, an unknown option): the message
+        # names what and where; a traceback would only hide it.
+        print(f"lmrl-ray: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

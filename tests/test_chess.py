@@ -27,7 +27,6 @@ from lmrl_ray.envs.endgames import (
     EndgamesEnv,
     eval_positions,
     material_kind,
-    random_endgame,
 )
 from lmrl_ray.rollout import play_episode
 

@@ -1,0 +1,1 @@
+"""The data currency: one trajectory schema, the replay store, and offline data generation."""
