@@ -18,6 +18,7 @@ setup: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_steps.py
+	$(BIN)/python benchmarks/datagen.py
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) bash scripts/setup.sh
