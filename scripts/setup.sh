@@ -9,6 +9,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# Take a pinned torch first: an unpinned one would let pip pick the newest release,
+# which on Linux is a multi-GB CUDA build. 2.13.0 is the CPU build on our machines;
+# on a GPU box install the torch you want into .venv before running make.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install -q -e '.[dev]'
 
 # Stockfish: the chess tasks' opponent. Debian/Ubuntu ship it as `stockfish` (in /usr/games).

@@ -1,4 +1,4 @@
 """Ray actors that act: inference engines, rollout workers and simulator replicas.
 
-Empty until the engines land (issue 5); see ../shared/DESIGN.md for the roles.
+The engine interface is `engine.py`; `hf_engine.py` is the Hugging Face back end.
 """

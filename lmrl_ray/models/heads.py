@@ -1,0 +1,129 @@
+"""Small heads on the language model's hidden states: a value head, and ILQL's Q and V heads.
+
+Time alignment, for every head: the hidden state h_t at position t has read tokens
+0..t (the state s_t). A value head gives V(s_t) at position t; a Q head gives, for every
+vocabulary entry a, Q(s_t, a): the value of emitting a as token t+1. A learner gathers
+the taken action's Q as q[:, t, input_ids[:, t + 1]].
+
+Each head is its own small module, composed by the learner that needs it: PPO takes a
+`ValueHead`; ILQL takes `ILQLHeads`. They are saved as safetensors (`save_heads`), in a
+checkpoint as `heads.safetensors` beside the model's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+HEADS_FILE = "heads.safetensors"
+
+
+def mlp(in_features: int, out_features: int, width: int) -> nn.Sequential:
+    """Linear -> ReLU -> Linear: the two-layer head of ILQL's reference implementation."""
+    return nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
+
+
+class ValueHead(nn.Module):
+    """V(s_t) from h_t: one value per token. `width` (the MLP's inner size) defaults to
+    `hidden_size`."""
+
+    def __init__(self, hidden_size: int, *, width: int | None = None):
+        super().__init__()
+        self.mlp = mlp(hidden_size, 1, width or hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlp(hidden).squeeze(-1)  # (B, T, H) -> (B, T)
+
+
+class ILQLOutput(NamedTuple):
+    """ILQL's heads on one batch of hidden states (B, T, H)."""
+
+    q1: torch.Tensor
+    """(B, T, V): Q1(s_t, a) for every next token a."""
+    q2: torch.Tensor
+    """(B, T, V): Q2(s_t, a)."""
+    target_q1: torch.Tensor
+    """(B, T, V): the target copy of Q1; computed without gradients."""
+    target_q2: torch.Tensor
+    """(B, T, V): the target copy of Q2; computed without gradients."""
+    v: torch.Tensor
+    """(B, T): V(s_t)."""
+
+
+class ILQLHeads(nn.Module):
+    """ILQL's heads (Snell et al., 2023): twin Q heads `q1`, `q2` (hidden -> vocabulary),
+    their frozen target copies `target_q1`, `target_q2`, and a value head `v`.
+
+    The targets start equal to the online heads, never take gradients
+    (`requires_grad=False`, computed under `no_grad`), and move toward the online heads
+    only through `polyak_update`. `width` (the MLPs' inner size) defaults to `hidden_size`.
+    """
+
+    def __init__(self, hidden_size: int, vocab_size: int, *, width: int | None = None):
+        super().__init__()
+        width = width or hidden_size
+        self.q1 = mlp(hidden_size, vocab_size, width)
+        self.q2 = mlp(hidden_size, vocab_size, width)
+        self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
+        self.target_q2 = copy.deepcopy(self.q2).requires_grad_(False)
+        self.v = ValueHead(hidden_size, width=width)
+
+    def forward(self, hidden: torch.Tensor) -> ILQLOutput:  # hidden: (B, T, H)
+        with torch.no_grad():
+            target_q1 = self.target_q1(hidden)  # (B, T, V)
+            target_q2 = self.target_q2(hidden)  # (B, T, V)
+        return ILQLOutput(self.q1(hidden), self.q2(hidden), target_q1, target_q2, self.v(hidden))
+
+    @torch.no_grad()
+    def polyak_update(self, tau: float) -> None:
+        """target <- tau * online + (1 - tau) * target, for both Q heads.
+
+        `tau` is the step the targets take toward the online heads: 1 copies them, 0
+        leaves the targets unchanged; ILQL uses small values (trlx's `alpha`, e.g. 0.001
+        every step, or 1 every N steps).
+        """
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"polyak_update: tau must be in [0, 1], got {tau}")
+        for online, target in ((self.q1, self.target_q1), (self.q2, self.target_q2)):
+            for p, p_target in zip(online.parameters(), target.parameters()):
+                p_target.lerp_(p, tau)
+
+
+def save_heads(heads: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the state of `heads` to the safetensors file `path` (atomically: a temporary
+    file renamed into place); the module's class name goes in the file's metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in heads.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, tmp, metadata={"class": type(heads).__name__})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_heads(path: str | os.PathLike, heads: nn.Module) -> nn.Module:
+    """Load the safetensors file `path` into `heads`, a module built with the same
+    sizes (e.g. `ILQLHeads(hidden_size, vocab_size)`); returns `heads`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"heads file {str(path)!r} does not exist")
+    tensors = load_file(path)
+    try:
+        heads.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        with safe_open(path, "pt") as handle:
+            written_by = (handle.metadata() or {}).get("class", "an unknown module")
+        raise ValueError(
+            f"heads file {str(path)!r} (saved from {written_by}) does not fit this {type(heads).__name__}: {err}"
+        ) from err
+    return heads
