@@ -3,7 +3,7 @@
 An engine acts; it never learns (STYLE 3): it holds a policy and its version, generates,
 scores candidate actions, and takes new weights. It holds no optimizer and no loss.
 Back ends: `HFEngine` (Hugging Face transformers, CPU or GPU, value-guided decoding) in
-`hf_engine.py`; vLLM on GPUs later. Engines are plain classes; the engine pools wrap
+`hf_engine.py`; `VLLMEngine` (vLLM, CUDA) in `vllm_engine.py`. Engines are plain classes; the engine pools wrap
 them in Ray actors.
 
 Conventions every engine keeps:
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import torch
 
@@ -128,3 +128,18 @@ __all__ = [
     "StaleWeightsError",
     "check_version",
 ]
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], context: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of each prompt, cut from the left to at most `context` tokens, and
+    whether each was cut. Every engine encodes prompts here, so the ids a rollout stores
+    are the same whichever back end produced them (the task's view keeps what matters
+    last, so the oldest tokens go first)."""
+    encoded = tokenizer(list(prompts))["input_ids"]
+    ids, truncated = [], []
+    for i, seq in enumerate(encoded):
+        if not seq:
+            raise ValueError(f"prompt {i} is empty: a prompt needs at least one token to condition on")
+        truncated.append(len(seq) > context)
+        ids.append(seq[-context:])
+    return ids, truncated

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, check_version
+from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, check_version, encode_prompts
 from lmrl_ray.models import ILQLHeads, load_policy, newline_id
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class HFEngine(Engine):
             raise ValueError(
                 f"max_new_tokens={max_new} leaves no room for a prompt in a context of {self.max_positions} tokens"
             )
-        prompt_ids, truncated = self._encode_prompts(prompts, context)
+        prompt_ids, truncated = encode_prompts(self.tokenizer, prompts, context)
         input_ids, attention_mask, position_ids = self._left_pad(prompt_ids)  # (B, T) each
         generator = torch.Generator(device=self.device)
         if sampling.seed is None:
@@ -196,7 +196,7 @@ class HFEngine(Engine):
             raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
         if not prompts:
             return []
-        prompt_ids, _ = self._encode_prompts(prompts, self.max_positions)
+        prompt_ids, _ = encode_prompts(self.tokenizer, prompts, self.max_positions)
         sequences, action_lengths = [], []
         for i, (prompt, actions) in enumerate(zip(prompt_ids, candidates)):
             if not actions:
@@ -234,19 +234,6 @@ class HFEngine(Engine):
         return scores
 
     # -- Shared pieces ---------------------------------------------------------------
-
-    def _encode_prompts(self, prompts: Sequence[str], context: int) -> tuple[list[list[int]], list[bool]]:
-        """Token ids of each prompt, cut from the left to at most `context` tokens."""
-        encoded = self.tokenizer(list(prompts))["input_ids"]
-        ids, truncated = [], []
-        for i, seq in enumerate(encoded):
-            if not seq:
-                raise ValueError(f"prompt {i} is empty: a prompt needs at least one token to condition on")
-            truncated.append(len(seq) > context)
-            if truncated[-1]:
-                log.debug("prompt %d has %d tokens; keeping the last %d", i, len(seq), context)
-            ids.append(seq[-context:])
-        return ids, truncated
 
     def _left_pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Left-padded ids, attention mask and position ids, each (B, T).
