@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -33,12 +34,13 @@ from pathlib import Path
 import torch
 import transformers
 from torch.profiler import ProfilerActivity, profile
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2LMHeadModel
 
 from lmrl_ray import envs
 from lmrl_ray.actors.engine import SamplingParams
 from lmrl_ray.actors.hf_engine import HFEngine
 from lmrl_ray.models import load_policy, newline_id
+from lmrl_ray.models.tiny import TinyRecipe, gpt2_config
 from lmrl_ray.rollout import rollout
 
 MAX_NEW_TOKENS = 32
@@ -57,19 +59,8 @@ def task_prompts(task: str, count: int, seed: int = 0) -> list[str]:
 
 
 def gpt2_small(tokenizer) -> GPT2LMHeadModel:
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=1024,
-        n_embd=768,
-        n_layer=12,
-        n_head=12,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    """GPT-2 small's shape (124M with GPT-2's vocabulary; 89M with ours), random weights."""
+    config = gpt2_config(dataclasses.replace(TinyRecipe(), n_embd=768, n_layer=12, n_head=12), tokenizer)
     torch.manual_seed(0)
     return GPT2LMHeadModel(config).eval()
 

@@ -17,19 +17,6 @@ from lmrl_ray.envs.endgames import eval_positions
 from lmrl_ray.envs.chess_game import unspaced
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from lmrl_ray.ray_utils import init_ray
-
-    started = not ray.is_initialized()
-    init_ray(num_cpus=2)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _rows(store: ReplayStore) -> list[dict]:
     return sorted(store.read().to_pylist(), key=lambda r: r[S.EPISODE_ID])
 

@@ -27,19 +27,6 @@ CANDIDATES = [["move up", "move down", "move left"], ["Yes.", "No."], ["slate", 
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from lmrl_ray.ray_utils import init_ray
-
-    started = not ray.is_initialized()
-    init_ray(num_cpus=2)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def reference():
     """The in-process engine every pool must agree with; tests that set the pool's
     weights set its weights too."""

@@ -116,21 +116,6 @@ def task_tables() -> dict[str, pa.Table]:
     return {task: generate_episodes(task, "behaviour", "train", 5, 0, 2) for task in envs.names()}
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    # Ray Data needs pandas, which plain `ray` does not install.
-    import ray
-
-    if ray.is_initialized():
-        yield ray
-        return
-    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 # -- Round trips ----------------------------------------------------------------------
 
 

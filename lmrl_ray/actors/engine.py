@@ -143,3 +143,26 @@ def encode_prompts(tokenizer, prompts: Sequence[str], context: int) -> tuple[lis
         truncated.append(len(seq) > context)
         ids.append(seq[-context:])
     return ids, truncated
+
+
+def candidate_sequences(
+    tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[str]], context: int
+) -> tuple[list[list[int]], list[int]]:
+    """For `choose`: one token sequence per (prompt, candidate) pair, the candidate as an
+    engine would emit it (its tokens, then the newline) after as much of the prompt as
+    fits in `context`; and each candidate's token count (newline included)."""
+    if len(prompts) != len(candidates):
+        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
+    prompt_ids, _ = encode_prompts(tokenizer, prompts, context)
+    sequences, action_lengths = [], []
+    for i, (prompt, actions) in enumerate(zip(prompt_ids, candidates)):
+        if not actions:
+            raise ValueError(f"prompt {i} has no candidates to choose from")
+        for action in actions:
+            action_ids = tokenizer.encode(action + "\n", add_special_tokens=False)
+            room = context - len(action_ids)
+            if room < 1:
+                raise ValueError(f"candidate {action!r} alone fills the context of {context} tokens")
+            sequences.append(prompt[-room:] + action_ids)
+            action_lengths.append(len(action_ids))
+    return sequences, action_lengths

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, check_version, encode_prompts
+from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, candidate_sequences, check_version, encode_prompts
 from lmrl_ray.models import ILQLHeads, load_policy, newline_id
 
 log = logging.getLogger(__name__)
@@ -192,24 +192,9 @@ class HFEngine(Engine):
         batched forward over all (prompt, candidate) pairs; prompt tokens are masked out.
         Guided engines score with the guided logits (temperature 1), the distribution
         they decode from."""
-        if len(prompts) != len(candidates):
-            raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
-        if not prompts:
+        sequences, action_lengths = candidate_sequences(self.tokenizer, prompts, candidates, self.max_positions)
+        if not sequences:
             return []
-        prompt_ids, _ = encode_prompts(self.tokenizer, prompts, self.max_positions)
-        sequences, action_lengths = [], []
-        for i, (prompt, actions) in enumerate(zip(prompt_ids, candidates)):
-            if not actions:
-                raise ValueError(f"prompt {i} has no candidates to choose from")
-            for action in actions:
-                # The candidate as the engine would emit it: its tokens, then the newline.
-                action_ids = self.tokenizer.encode(action + "\n", add_special_tokens=False)
-                room = self.max_positions - len(action_ids)
-                if room < 1:
-                    raise ValueError(f"candidate {action!r} alone fills the context of {self.max_positions} tokens")
-                sequences.append(prompt[-room:] + action_ids)
-                action_lengths.append(len(action_ids))
-
         input_ids, attention_mask, position_ids = self._left_pad(sequences)  # (R, T) each, R = all pairs
         # Left padding puts each candidate's tokens last in its row, so only the last K
         # positions predict them: logits for those alone keep memory at (R, K, V), not (R, T, V).

@@ -46,7 +46,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, check_version, encode_prompts
+from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, candidate_sequences, check_version, encode_prompts
 from lmrl_ray.models import TINY, newline_id
 
 # The import path vLLM's workers load the weight-loading extension from.
@@ -282,26 +282,12 @@ class VLLMEngine(Engine):
     def candidate_logprobs(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         """log pi(candidate + "\\n" | prompt) for every candidate of every prompt, one
         request per (prompt, candidate) pair in one `generate` call."""
-        if len(prompts) != len(candidates):
-            raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
-        if not prompts:
+        # One position fewer than HFEngine keeps: vLLM generates (and we discard) one
+        # token after the sequence, which must fit in the context too.
+        sequences, action_lengths = candidate_sequences(self.tokenizer, prompts, candidates, self.max_positions - 1)
+        if not sequences:
             return []
         import vllm
-
-        prompt_ids, _ = encode_prompts(self.tokenizer, prompts, self.max_positions)
-        sequences, action_lengths = [], []
-        for i, (prompt, actions) in enumerate(zip(prompt_ids, candidates)):
-            if not actions:
-                raise ValueError(f"prompt {i} has no candidates to choose from")
-            for action in actions:
-                action_ids = self.tokenizer.encode(action + "\n", add_special_tokens=False)
-                # One position fewer than HFEngine keeps: vLLM generates (and we discard)
-                # one token after the sequence, which must fit in the context too.
-                room = self.max_positions - 1 - len(action_ids)
-                if room < 1:
-                    raise ValueError(f"candidate {action!r} alone fills the context of {self.max_positions} tokens")
-                sequences.append(prompt[-room:] + action_ids)
-                action_lengths.append(len(action_ids))
 
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in sequences], params, use_tqdm=False)
