@@ -12,9 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -26,6 +23,7 @@ from lmrl_ray import envs
 from lmrl_ray.data.datagen import generate, generate_episodes
 from lmrl_ray.data.store import ReplayStore
 from lmrl_ray.ray_utils import init_ray
+from report import machine, write_json
 
 # Episodes per (task, worker count): enough for a few seconds of work each.
 EPISODES = {
@@ -95,14 +93,11 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     result = {
         "benchmark": "datagen",
-        "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine(),
         "datagen": rates,
         "store_vs_plain_parquet": {"rows_of": "wordle behaviour episodes", **store},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":

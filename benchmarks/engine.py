@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import random
 import time
-from pathlib import Path
 
 import torch
 import transformers
@@ -42,6 +40,7 @@ from lmrl_ray.actors.hf_engine import HFEngine
 from lmrl_ray.models import load_policy, newline_id
 from lmrl_ray.models.tiny import TinyRecipe, gpt2_config
 from lmrl_ray.rollout import rollout
+from report import write_json
 
 MAX_NEW_TOKENS = 32
 TASKS = ("maze", "text-nav")
@@ -239,10 +238,7 @@ def main() -> None:
         "models": models,
         "seconds_total": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,11 @@ random, behaviour and expert play (the scripted policies' own time included), as
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 from lmrl_ray import envs
 from lmrl_ray.rollout import episode_seed, play_episode
+from report import machine, write_json
 
 
 def measure(task: str, kind: str, seconds: float, min_episodes: int = 3) -> dict:
@@ -47,14 +45,11 @@ def main() -> None:
     rows = [measure(t, k, args.seconds) for t in args.tasks for k in ("random", "behaviour", "expert")]
     result = {
         "benchmark": "env_steps",
-        "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": __import__("os").cpu_count()},
+        "machine": machine(),
         "seconds_per_cell": args.seconds,
         "results": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":
