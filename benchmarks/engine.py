@@ -16,14 +16,18 @@
 - Each way runs `--repeats` times, interleaved; the fastest run counts.
 - Where the time goes: the batched call with `max_new_tokens=1` (prefill and one step)
   and, unless `--no-profile`, a torch profiler table of the batched call's top ops.
+- Weight broadcast: seconds for `EnginePool.set_weights` to reach 1 and 2 engine actors
+  through the object store, against a plain in-memory copy of the same state dict.
 
-    python benchmarks/engine.py [--prompts 64] [--naive-subset-big 8] [--repeats 2] [--no-profile] [--out FILE]
+    python benchmarks/engine.py [--prompts 64] [--naive-subset-big 8] [--repeats 2] [--no-profile]
+                                [--skip-generate] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import random
@@ -37,8 +41,10 @@ from transformers import GPT2LMHeadModel
 from lmrl_ray import envs
 from lmrl_ray.actors.engine import SamplingParams
 from lmrl_ray.actors.hf_engine import HFEngine
+from lmrl_ray.actors.pool import EnginePool, EnginePoolConfig
 from lmrl_ray.models import load_policy, newline_id
 from lmrl_ray.models.tiny import TinyRecipe, gpt2_config
+from lmrl_ray.ray_utils import init_ray
 from lmrl_ray.rollout import rollout
 from report import write_json
 
@@ -194,12 +200,49 @@ def measure(
     return result
 
 
+def gpt2_small_engine() -> HFEngine:
+    """An engine over the GPT-2-small-sized model (a picklable factory for the pool)."""
+    _, tokenizer = load_policy("tiny")
+    return HFEngine(gpt2_small(tokenizer), tokenizer)
+
+
+def broadcast(name: str, factory, state_dict: dict, repeats: int) -> dict:
+    """Seconds to broadcast `state_dict` to 1 and to 2 engine actors through the object
+    store (`EnginePool.set_weights` returns once every engine has loaded it), against a
+    plain in-memory copy of the same state dict; best of `repeats`, side by side."""
+    init_ray(num_cpus=2)
+    copies = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        {k: v.clone() for k, v in state_dict.items()}
+        copies.append(time.perf_counter() - start)
+    row = {
+        "model": name,
+        "state_dict_mb": round(sum(v.numel() * v.element_size() for v in state_dict.values()) / 2**20, 1),
+        "in_memory_copy_s": round(min(copies), 4),
+    }
+    for engines in (1, 2):
+        pool = EnginePool(factory, EnginePoolConfig(num_engines=engines, num_cpus_per_engine=1))
+        try:
+            times = []
+            for version in range(1, repeats + 1):
+                start = time.perf_counter()
+                pool.set_weights(state_dict, version)
+                times.append(time.perf_counter() - start)
+        finally:
+            pool.shutdown()
+        row[f"broadcast_{engines}_engines_s"] = round(min(times), 4)
+        row[f"broadcast_{engines}_engines_over_copy"] = round(min(times) / min(copies), 1)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64, help="prompts in flight per workload")
     parser.add_argument("--naive-subset-big", type=int, default=8, help="prompts of the naive loop on the big model")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each way; the best counts")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler tables")
+    parser.add_argument("--skip-generate", action="store_true", help="only the weight-broadcast timings")
     parser.add_argument("--out", default="benchmarks/results/engine.json")
     args = parser.parse_args()
 
@@ -210,9 +253,13 @@ def main() -> None:
     prompts = {task: task_prompts(task, args.prompts) for task in TASKS}
     common = {"repeats": args.repeats, "profile_ops": not args.no_profile}
     load_before = os.getloadavg()[0]
-    models = [
+    models = [] if args.skip_generate else [
         measure("tiny", tiny.eval(), tokenizer, prompts, naive_subset=None, **common),
         measure("gpt2-small", gpt2_small(tokenizer), tokenizer, prompts, naive_subset=args.naive_subset_big, **common),
+    ]
+    broadcasts = [
+        broadcast("tiny", functools.partial(HFEngine.load, "tiny"), tiny.state_dict(), args.repeats + 3),
+        broadcast("gpt2-small", gpt2_small_engine, gpt2_small(tokenizer).state_dict(), args.repeats + 3),
     ]
     result = {
         "benchmark": "engine",
@@ -236,6 +283,7 @@ def main() -> None:
             "target_speedup": 8.0,
         },
         "models": models,
+        "weight_broadcast": broadcasts,
         "seconds_total": round(time.perf_counter() - started, 1),
     }
     write_json(result, args.out)
