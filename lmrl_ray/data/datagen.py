@@ -127,10 +127,13 @@ class DatagenReport:
 
 
 def _check_store(store: ReplayStore, task: str) -> None:
-    """Refuse to mix tasks in one dataset directory."""
-    if not store.shards():
+    """Refuse to mix tasks in one dataset directory. This check runs from the first
+    shard on, so the first shard tells the store's task without reading (and
+    checksumming) all of it."""
+    shards = store.shards()
+    if not shards:
         return
-    found = set(store.read([TASK])[TASK].unique().to_pylist())
+    found = set(store.read_shard(shards[0], [TASK])[TASK].unique().to_pylist())
     if found - {task}:
         raise StoreError(f"{store.path} holds data of task(s) {', '.join(sorted(found))}, not {task!r}")
 
@@ -164,9 +167,11 @@ def generate(
     name = run_name(task, policy, split, seed, episodes_per_shard)
     bounds = [(k, k * episodes_per_shard, min(episodes, (k + 1) * episodes_per_shard))
               for k in range(-(-episodes // episodes_per_shard))]
+    # One read of the manifest for the whole run, not one per shard.
+    run_shards = {s.sequence: s for s in store.shards() if s.producer == name}
     todo = []
     for k, start, stop in bounds:
-        committed = store.find(name, k)
+        committed = run_shards.get(k)
         if committed is None:
             todo.append((k, start, stop))
         elif committed.rows != stop - start:
