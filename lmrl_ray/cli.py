@@ -78,7 +78,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_scripted(args: argparse.Namespace) -> int:
     """Every task played by its scripted policies: the summary table."""
     from tqdm import tqdm
 
@@ -168,6 +168,88 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint: mean return with a 95% CI and the normalised scores."""
+    from lmrl_ray.learners.checkpoint import read_meta, resolve_checkpoint
+
+    read_meta(resolve_checkpoint(args.checkpoint))  # a wrong path fails now, before torch loads
+    from lmrl_ray.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        task=args.task,
+        episodes=args.episodes,
+        seed=args.seed,
+        engine=args.engine,
+        device=args.device,
+        decoding=args.decoding,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        beta=args.beta,
+        max_new_tokens=args.max_new_tokens,
+        num_workers=args.num_workers,
+        envs_per_worker=args.envs_per_worker,
+        out=args.out,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    how = result["decoding"]
+    if result["temperature"] is not None:
+        how += f", temperature {result['temperature']:g}"
+    if result["value_guided"]:
+        how += f", value-guided beta {result['beta']:g}"
+    print(
+        f"{result['task']} / {result['algo']} step {result['step']} ({how}): mean return {result['mean_return']:.3f} "
+        f"± {_fmt(result['ci95'], 3)} (95% CI) over {result['episodes']} episodes; "
+        f"success rate {result['success_rate']:.3f}; mean turns {result['mean_turns']:.1f}; "
+        f"normalised score {_fmt(result['normalised_paper'], 1)} (paper constants), "
+        f"{_fmt(result['normalised_ours'], 1)} (ours)"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Offline training: BC, filtered BC, MC Returns or ILQL on a dataset."""
+    from lmrl_ray.learners.config import load_config
+    from lmrl_ray.learners.group import dataset_task
+    from lmrl_ray.ray_utils import init_ray
+    from lmrl_ray.train import train_offline
+
+    found = dataset_task(args.data)
+    if found != args.task:
+        raise ValueError(f"{args.data}: a dataset of task {found}, not {args.task}")
+    config = load_config(args.algo, file=args.config, overrides=args.overrides, task=args.task, model=args.model,
+                         num_learners=args.num_learners)
+    if config.num_learners > 0:
+        init_ray()
+    out = args.out or f"runs/{args.task}-{args.algo}"
+    result = train_offline(config, data=args.data, out=out, resume=args.resume, progress=not args.json)
+    if config.eval_episodes:
+        from lmrl_ray.evaluation import evaluate_checkpoint
+
+        result["evaluation"] = evaluate_checkpoint(result["checkpoint"], episodes=config.eval_episodes, seed=config.seed)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.task} / {args.algo}: {result['updates']} updates; checkpoint {result['checkpoint']}")
+    if "evaluation" in result:
+        e = result["evaluation"]
+        print(f"evaluation: mean return {e['mean_return']:.3f} ± {_fmt(e['ci95'], 3)} (95% CI) over {e['episodes']} "
+              f"episodes; success rate {e['success_rate']:.3f}; normalised {_fmt(e['normalised_paper'], 1)} (paper), "
+              f"{_fmt(e['normalised_ours'], 1)} (ours)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: Maze data, BC and ILQL on the embedded model, both evaluated."""
+    from lmrl_ray.demo import format_table, run_demo
+
+    rows = run_demo(args.out, seed=args.seed, eval_episodes=args.episodes)
+    print(json.dumps(rows) if args.json else format_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmrl-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,11 +270,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object instead of a sentence")
     p.set_defaults(func=cmd_rollout)
 
-    p = sub.add_parser("demo", help="scripted policies on every task: the summary table")
+    p = sub.add_parser("scripted", help="scripted policies on every task: the summary table")
     p.add_argument("--episodes", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scripted)
+
+    p = sub.add_parser("demo", help="the main job: Maze data, BC and ILQL on the tiny model, evaluated side by side")
+    p.add_argument("--out", default="runs/demo", help="data, checkpoints and results go here (resumed if present)")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy (4 per start)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="offline RL: bc, filtered-bc, mc or ilql on a dataset")
+    p.add_argument("task", choices=envs.names(), metavar="TASK")
+    p.add_argument("--algo", choices=["bc", "filtered-bc", "mc", "ilql"], required=True)
+    p.add_argument("--data", required=True, help="the dataset (a replay store folder from `lmrl-ray datagen`)")
+    p.add_argument("--model", default=None, help="'tiny' (default) or a local Hugging Face folder, e.g. a BC checkpoint")
+    p.add_argument("--num-learners", type=int, default=None, help="learner actors (data-parallel); 0 = in-process")
+    p.add_argument("--out", default=None, help="the run folder (default runs/TASK-ALGO)")
+    p.add_argument("--config", default=None, help="a YAML file of config keys")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-4 updates=500")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "endgames-eval-set",
@@ -214,6 +316,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "eval"], default="train")
     p.add_argument("--episodes-per-shard", type=int, default=None, help="default: 500 (chess 20, endgames 100)")
     p.set_defaults(func=cmd_datagen)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: mean return with a 95%% CI, normalised scores")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint folder, or a run folder (its latest checkpoint)")
+    p.add_argument("--task", choices=envs.names(), metavar="TASK", default=None,
+                   help="default: the checkpoint's task (another task is allowed, with a warning)")
+    p.add_argument("--episodes", type=int, default=100,
+                   help="the paper's: 800 for maze (32 per start), 645 endgames, 4096 wordle, 1000 chess")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=["auto", "hf", "vllm"], default="auto")
+    p.add_argument("--device", default=None, help="the HF engine's device (default: CUDA when visible, else CPU)")
+    p.add_argument("--decoding", choices=["sample", "rerank"], default="sample",
+                   help="sample utterances, or re-rank the task's legal actions by likelihood")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--beta", type=float, default=None, help="value-guidance strength (default: the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="per agent turn (default: the task's)")
+    p.add_argument("--num-workers", type=int, default=0, help="rollout workers as Ray actors; 0 runs in-process")
+    p.add_argument("--envs-per-worker", type=int, default=16, help="episodes each worker plays at once")
+    p.add_argument("--out", default=None, help="also write the episodes to a replay store there")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of a sentence")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="inspect datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -43,3 +43,42 @@ def test_unknown_task_is_refused_with_the_valid_names():
     out = lmrl("rollout", "mazes")
     assert out.returncode != 0
     assert "invalid choice" in out.stderr and "maze" in out.stderr
+
+
+# -- lmrl-ray eval ----------------------------------------------------------------------
+
+
+def _tiny_checkpoint(path, task: str = "wordle") -> str:
+    from lmrl_ray.learners.checkpoint import CheckpointMeta, write_meta
+    from lmrl_ray.models import load_policy, save_checkpoint
+
+    model, tokenizer = load_policy("tiny")
+    save_checkpoint(model, tokenizer, path)
+    write_meta(path, CheckpointMeta(algo="bc", task=task, step=5))
+    return str(path)
+
+
+def test_eval_json_reports_the_fields(tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "ckpt")
+    args = ["--episodes", "2", "--temperature", "0", "--max-new-tokens", "3", "--engine", "hf", "--json"]
+    out = lmrl("eval", ckpt, *args)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["task"], result["algo"], result["step"], result["episodes"]) == ("wordle", "bc", 5, 2)
+    assert result["checkpoint"] == ckpt and result["engine"] == "hf" and result["decoding"] == "sample"
+    for key in ("mean_return", "ci95", "success_rate", "mean_turns", "normalised_paper", "normalised_ours", "seed"):
+        assert key in result
+    # The sentence form, on another task than the checkpoint's: allowed, with a warning.
+    out = lmrl("eval", ckpt, "--task", "text-nav", "--episodes", "1", "--decoding", "rerank")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("text-nav / bc step 5 (rerank)") and "normalised score" in out.stdout
+    assert "trained on 'wordle'" in out.stderr
+
+
+def test_eval_errors_name_the_path(tmp_path):
+    out = lmrl("eval", str(tmp_path / "missing"))
+    assert out.returncode == 1 and "lmrl-ray: error:" in out.stderr and "missing" in out.stderr
+    (tmp_path / "plain").mkdir()
+    out = lmrl("eval", str(tmp_path / "plain"))
+    assert out.returncode == 1 and "plain" in out.stderr and "neither a checkpoint" in out.stderr
+    assert "Traceback" not in out.stderr

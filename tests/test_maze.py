@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lmrl_ray import envs
-from lmrl_ray.envs.maze import GOAL, STARTS, SUB_MAZES, BeliefPolicy, move, walls_sentence
+from lmrl_ray.envs.maze import GOAL, STARTS, SUB_MAZES, BeliefPolicy, behaviour_region, move, walls_sentence
 from lmrl_ray.rollout import play_episode
 
 
@@ -130,13 +130,32 @@ def test_behaviour_stays_in_its_sub_maze_and_only_the_goal_part_succeeds():
     for start in STARTS:
         env.reset(options={"start": start})
         behaviour.reset(env, rng)
-        region = next(r for r in SUB_MAZES if start in r)
+        region = behaviour_region(start)
+        home = next(r for r in SUB_MAZES if start in r)
+        assert len(region - home) <= 1  # at most the junction cell at a branch's mouth
         info = {}
         while not env.done:
             _, _, _, _, info = env.step(behaviour.act(env, rng))
             assert env.position in region
         if info["success"]:
-            assert GOAL in region
+            assert GOAL in home
+
+
+def test_behaviour_data_shares_the_junctions_for_stitching():
+    """Trajectories from a branch reach the centre cell at its mouth, which centre
+    trajectories also visit: the data holds the move out of each branch."""
+    env, behaviour = envs.make("maze"), envs.policy("maze", "behaviour")
+    rng = np.random.default_rng(2)
+    moves_out = set()
+    for start in [(1, 1), (1, 11)] * 10:
+        env.reset(options={"start": start})
+        behaviour.reset(env, rng)
+        while not env.done:
+            before = env.position
+            env.step(behaviour.act(env, rng))
+            if before in {(4, 3), (4, 9)} and env.position in {(5, 3), (5, 9)}:
+                moves_out.add(before)
+    assert moves_out == {(4, 3), (4, 9)}
 
 
 def test_move_table():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lmrl_ray.envs.base import (
@@ -48,6 +48,11 @@ class TaskSpec:
     """The paper's dataset average d."""
     paper_max: float | None = None
     """The paper's maximum M."""
+    our_avg: float | None = None
+    """Our dataset average d: the mean return of our scripted behaviour policy (the
+    mixture that generates our offline data), measured (`OUR_CONSTANTS`)."""
+    our_max: float | None = None
+    """Our maximum M: the mean return of our scripted expert, measured (`OUR_CONSTANTS`)."""
 
 
 _GAMES = "lmrl_ray.envs"
@@ -141,6 +146,28 @@ TASKS: dict[str, TaskSpec] = {
     ]
 }
 
+# Our normalisation constants, measured: the normalised score "with our constants" is
+# `rollout.normalised_score(x, paper_min, our_avg, our_max)` (car dealer: m = 0 too).
+# task: (our_avg d, episodes, our_max M, episodes), each the mean return of
+# `rollout.evaluate(task, "behaviour" | "expert", episodes, seed=0)`, except the maze
+# experts: their exact mean over the 25 starts (the evaluation's distribution; the
+# policy is deterministic). Measured with lmrl-ray 0.1.0 and the system's Stockfish.
+OUR_CONSTANTS: dict[str, tuple[float, int, float, int]] = {
+    "maze": (-73.19, 20_000, -6.84, 25),
+    "maze-po": (-73.19, 20_000, -7.24, 25),
+    "text-nav": (0.2534, 20_000, 1.0, 20_000),
+    "text-nav-po": (0.2534, 20_000, 1.0, 20_000),
+    "wordle": (-4.097, 20_000, -1.883, 20_000),
+    "chess": (-0.295, 200, 1.0, 200),
+    "endgames": (0.648, 500, 0.998, 500),
+    "twenty-questions": (-17.434, 20_000, -6.962, 20_000),
+    "guess-city": (-18.085, 20_000, -1.0, 20_000),
+    "car-dealer": (0.5478, 20_000, 1.0072, 20_000),
+}
+TASKS = {
+    name: replace(spec, our_avg=OUR_CONSTANTS[name][0], our_max=OUR_CONSTANTS[name][2]) for name, spec in TASKS.items()
+}
+
 
 def names() -> list[str]:
     """The registered task names, in the paper's order."""
@@ -191,6 +218,7 @@ def policy(name: str, kind: str, **settings: Any) -> ScriptedPolicy:
 __all__ = [
     "AGENT",
     "ENV",
+    "OUR_CONSTANTS",
     "POLICY_KINDS",
     "ScriptedPolicy",
     "TASKS",

@@ -153,12 +153,24 @@ SUB_MAZES = [
     frozenset([(5, c) for c in range(3, 10)] + [(r, 6) for r in (6, 7, 8)]),
 ]
 assert sorted(set().union(*SUB_MAZES)) == sorted(OPEN)
+# Each branch's data may also step onto the centre cell at its mouth: trajectories from
+# a branch and from the centre then share a state, which is what trajectory stitching
+# needs (without it the move out of a branch never appears in the data, and no offline
+# method could learn it). A branch trajectory still cannot reach the goal.
+JUNCTIONS = [frozenset({(5, 3)}), frozenset({(5, 9)}), frozenset()]
+
+
+def behaviour_region(start: tuple[int, int]) -> frozenset:
+    """The cells a behaviour trajectory from `start` may visit: its sub-maze and its junction."""
+    home = next(i for i, region in enumerate(SUB_MAZES) if start in region)
+    return SUB_MAZES[home] | JUNCTIONS[home]
 
 
 class MazeBehaviourPolicy(ScriptedPolicy):
     """The data policy: `solver_fraction` of actions from a solver, the rest random, and
-    every trajectory stays inside the sub-maze it starts in, so only those that start in
-    the goal's part can succeed (credit assignment and stitching, as in the paper).
+    every trajectory stays inside the sub-maze it starts in (a branch's may also step
+    onto the centre cell at its mouth, where stitching happens), so only those that
+    start in the goal's part can succeed (credit assignment and stitching, as in the paper).
 
     The solver heads for the cell of its sub-maze nearest the goal along paths inside the
     sub-maze; outside the goal's part that is a dead end, which makes it suboptimal.
@@ -169,7 +181,7 @@ class MazeBehaviourPolicy(ScriptedPolicy):
         self.solver_fraction = solver_fraction
 
     def reset(self, env: MazeEnv, rng: np.random.Generator) -> None:
-        self.region = next(region for region in SUB_MAZES if env.position in region)
+        self.region = behaviour_region(env.position)
         to_goal = distances()
         self.target = min(self.region, key=lambda cell: to_goal[cell])
         self.dist = distances(self.target, self.region)

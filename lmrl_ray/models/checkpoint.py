@@ -68,9 +68,11 @@ def save_checkpoint(
     path: str | os.PathLike,
     *,
     heads: nn.Module | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write `model` and `tokenizer` (and `heads`, as `heads.safetensors`) to the folder
-    `path` atomically; `load_policy(path)` loads the model and tokenizer back."""
+    `path` atomically; `load_policy(path)` loads the model and tokenizer back. `extra(tmp)`
+    writes more files (a learner's training state) into the folder before it appears."""
 
     def write(tmp: Path) -> None:
         # transformers 5 writes safetensors only; the check keeps it that way.
@@ -78,6 +80,8 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp)
         if heads is not None:
             save_heads(heads, tmp / HEADS_FILE)
+        if extra is not None:
+            extra(tmp)
         pickled = sorted(p.name for p in tmp.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickled:
             raise RuntimeError(f"save_pretrained wrote pickle file(s) {', '.join(pickled)}; checkpoints are safetensors only")

@@ -1,0 +1,258 @@
+"""The learner: a plain class that owns the model, the heads, the optimizer and the
+checkpoint, and turns a batch of stored episodes into one optimizer update (STYLE 3, 4).
+
+    learner = Learner(config)
+    metrics = learner.update(rows)          # rows: stored episodes (dicts of the schema)
+    learner.save("run/checkpoints/step-00000100")
+    learner.restore("run/checkpoints/step-00000100")
+
+An update is exact under splitting: every loss is a mean over agent tokens, so a
+micro-batch's (or a learner's) loss is weighted by its share of the update's agent
+tokens, and the gradients of all micro-batches and all learners sum to the gradient of
+the whole batch. One learner, two learners (gloo) and any micro-batch size take the
+same step, up to float summation order.
+
+Dropout is off (the model is in eval mode while it learns): RL compares the same
+tokens' log-probs and values under the acting and the learning model, and the embedded
+tiny model has none anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmrl_ray import envs
+from lmrl_ray.data.collate import Collator, microbatches
+from lmrl_ray.learners.bc import BC
+from lmrl_ray.learners.checkpoint import CheckpointError, CheckpointMeta, read_meta, write_meta
+from lmrl_ray.learners.config import TrainConfig
+from lmrl_ray.learners.ilql import ILQL
+from lmrl_ray.learners.mc import MCReturns
+from lmrl_ray.models import HEADS_FILE, load_heads, load_policy, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+ALGOS = {"bc": BC, "filtered-bc": BC, "mc": MCReturns, "ilql": ILQL}
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+
+
+def task_view(task: str):
+    """The function that gives task `task`'s policy its view of the transcript."""
+    env = envs.make(task)
+    try:
+        return env.view
+    finally:
+        env.close()
+
+
+@dataclass
+class StepStates:
+    """What the model gives the losses at a batch's N agent steps."""
+
+    logits: torch.Tensor  # (U, V): the language model's next-token logits at each distinct state
+    hidden: torch.Tensor  # (U, H): the final hidden state of each distinct state
+    index: torch.Tensor  # (N,): step n is at state index[n]
+
+
+class Learner:
+    """One learner. `rank` and `world_size` say its place in a data-parallel group whose
+    torch.distributed process group is already initialised (world_size 1: alone). `view`
+    overrides the task's view of the transcript (for environments outside the registry)."""
+
+    def __init__(self, config: TrainConfig, *, device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
+                 view=None):
+        if not config.task:
+            raise ValueError("the learner needs the task (config.task)")
+        self.config = config
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.model, self.tokenizer = load_policy(config.model, device=self.device)
+        self.model.eval()
+        self.algo = ALGOS[config.algo](config)
+        hidden_size = self.model.get_output_embeddings().in_features
+        vocab_size = self.model.get_output_embeddings().out_features
+        torch.manual_seed(config.seed)  # the heads start the same on every learner
+        self.heads = self.algo.make_heads(hidden_size, vocab_size)
+        if self.heads is not None:
+            self.heads.to(self.device)
+        self.head_width = config.head_width or hidden_size
+        self.params = [p for p in self._modules_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay
+        )
+        self.collator = Collator(
+            self.tokenizer, view or task_view(config.task), max_tokens=int(self.model.config.max_position_embeddings),
+            gamma=config.gamma,
+        )
+        self.step = 0
+
+    def _modules_parameters(self):
+        yield from self.model.parameters()
+        if self.heads is not None:
+            yield from self.heads.parameters()
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over `warmup_updates`, then constant."""
+        warmup = self.config.warmup_updates
+        return self.config.lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.mixed_precision:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def forward(self, batch) -> StepStates:
+        """The language model at the batch's agent steps: the LM head runs only at the
+        distinct positions the steps read (steps that share a sequence share them)."""
+        out = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        # The base model's last hidden state is after the final layer norm: the input of
+        # the LM head, which is what the value-guided decoder applies the heads to.
+        positions, index = torch.unique(batch.positions, return_inverse=True)
+        hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
+        logits = self.model.get_output_embeddings()(hidden)  # (U, V)
+        return StepStates(logits, hidden, index)
+
+    def compute_gradients(self, rows: Sequence[dict]) -> dict[str, float]:
+        """Fill every parameter's `.grad` with the gradient of the whole batch's loss (this
+        learner's share, summed over the group); returns the batch's metrics."""
+        episodes = [self.collator.encode(r) for r in rows]
+        local_tokens = sum(e.num_agent_tokens for e in episodes)
+        total_tokens = self._all_reduce(torch.tensor([float(local_tokens)], dtype=torch.float64)).item()
+        if total_tokens == 0:
+            raise ValueError("update: the batch has no agent tokens")
+        self.optimizer.zero_grad(set_to_none=False)
+        sums: dict[str, float] = defaultdict(float)
+        for group in microbatches(episodes, self.config.microbatch_tokens):
+            batch = self.collator.pad(group).to(self.device)
+            share = batch.num_agent_tokens / total_tokens
+            with self._autocast():
+                loss, metrics = self.algo.loss(self.forward(batch), self.heads, batch)
+            (loss * share).backward()
+            for key, value in metrics.items():
+                sums[key] += value * share
+        if self.world_size > 1:
+            self._reduce_gradients()
+        keys = sorted(sums)
+        reduced = self._all_reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64)).tolist()
+        metrics = dict(zip(keys, reduced))
+        metrics["learner/agent_tokens"] = total_tokens
+        metrics["learner/episodes"] = self._all_reduce(torch.tensor([float(len(rows))], dtype=torch.float64)).item()
+        return metrics
+
+    def update(self, rows: Sequence[dict]) -> dict[str, float]:
+        """One optimizer update on this learner's share of the batch; returns the metrics
+        of the whole batch (reduced across the group)."""
+        metrics = self.compute_gradients(rows)
+        metrics["learner/grad_norm"] = self._clip()
+        metrics["learner/lr"] = lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.algo.after_update(self.heads)
+        self.step += 1
+        return metrics
+
+    def gradients(self) -> torch.Tensor:
+        """Every parameter's gradient, flattened into one vector (on CPU)."""
+        return torch.cat([p.grad.detach().flatten().cpu() for p in self.params])
+
+    def _reduce_gradients(self) -> None:
+        """Sum the gradients over the group, in one flat buffer."""
+        grads = [p.grad for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+
+    def _clip(self) -> float:
+        if self.config.grad_clip_norm > 0:
+            return float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm))
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params])))
+
+    # -- Weights for the engines ---------------------------------------------------
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        """The language model's weights, on CPU (what engines load)."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    # -- Checkpoints -------------------------------------------------------------------
+
+    def meta(self) -> CheckpointMeta:
+        value_guided = self.algo.decoding == "value-guided"
+        return CheckpointMeta(
+            algo=self.config.algo,
+            task=self.config.task,
+            step=self.step,
+            decoding=self.algo.decoding,
+            beta=self.config.beta if value_guided else 0.0,
+            heads={"class": type(self.heads).__name__, "width": self.head_width} if self.heads is not None else None,
+            config=self.config.to_dict(),
+        )
+
+    def save(self, folder: str | os.PathLike, *, driver_state: dict | None = None) -> Path:
+        """Write a checkpoint (atomically): the policy, the heads, and the full training
+        state (optimizer moments, random-number generators, step, `driver_state`)."""
+
+        def extra(tmp: Path) -> None:
+            write_meta(tmp, self.meta())
+            tensors = {"rng.torch": torch.get_rng_state()}
+            optimizer = self.optimizer.state_dict()
+            for index, state in optimizer["state"].items():
+                for key, value in state.items():
+                    tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            save_file(tensors, tmp / STATE_TENSORS)
+            (tmp / STATE_JSON).write_text(json.dumps({
+                "step": self.step,
+                "param_groups": optimizer["param_groups"],
+                "driver": driver_state or {},
+            }, indent=2))
+
+        return save_checkpoint(self.model, self.tokenizer, folder, heads=self.heads, extra=extra)
+
+    def restore(self, folder: str | os.PathLike) -> dict:
+        """Load a checkpoint written by `save` for the same algorithm; returns its driver state."""
+        folder = Path(folder)
+        meta = read_meta(folder)
+        if meta.algo != self.config.algo:
+            raise CheckpointError(f"{folder}: a checkpoint of {meta.algo}, not of {self.config.algo}")
+        if meta.task != self.config.task:
+            raise CheckpointError(f"{folder}: a checkpoint of task {meta.task}, not of {self.config.task}")
+        try:
+            loaded, _ = load_policy(folder, device=self.device)
+            self.model.load_state_dict(loaded.state_dict())
+            if self.heads is not None:
+                load_heads(folder / HEADS_FILE, self.heads)
+            tensors = load_file(folder / STATE_TENSORS)
+            state = json.loads((folder / STATE_JSON).read_text())
+        except (OSError, SafetensorError, json.JSONDecodeError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{folder}: cannot restore the checkpoint: {err}") from None
+        optimizer_state: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        for name, value in tensors.items():
+            if name.startswith("optimizer."):
+                _, index, key = name.split(".", 2)
+                optimizer_state[int(index)][key] = value.to(self.device) if key != "step" else value
+        self.optimizer.load_state_dict({"state": dict(optimizer_state), "param_groups": state["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(state["step"])
+        return state.get("driver", {})
