@@ -1,4 +1,3 @@
-"""Learners (one file per algorithm) and the learner group.
-
-Empty until the offline algorithms land (issue 6); see ../shared/DESIGN.md for the roles.
-"""
+"""Learners (one file per algorithm: `bc`, `ilql`, `mc`), the `Learner` that owns model,
+heads, optimizer and checkpoint, and the data-parallel `LearnerGroup`; see
+docs/training.md."""
