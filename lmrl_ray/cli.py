@@ -348,7 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `train`'s key=value overrides may follow its options, which argparse cannot
+    # interleave with a positional list; they arrive as unknown arguments.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if getattr(args, "command", None) != "train" or not all("=" in u and not u.startswith("-") for u in unknown):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = list(args.overrides) + unknown
     if isinstance(getattr(args, "episodes", None), int) and args.episodes < 1:
         print("lmrl-ray: --episodes must be at least 1", file=sys.stderr)
         return 2

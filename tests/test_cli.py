@@ -82,3 +82,24 @@ def test_eval_errors_name_the_path(tmp_path):
     out = lmrl("eval", str(tmp_path / "plain"))
     assert out.returncode == 1 and "plain" in out.stderr and "neither a checkpoint" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_train_runs_resumes_and_names_bad_input(tmp_path):
+    from lmrl_ray.data.datagen import generate
+
+    data = tmp_path / "wordle"
+    generate("wordle", 8, str(data), seed=0, workers=0)
+    out = tmp_path / "run"
+    args = ["train", "wordle", "--algo", "bc", "--data", str(data), "--out", str(out), "--json",
+            "updates=2", "batch_episodes=2", "checkpoint_every_updates=1"]
+    result = lmrl(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["updates"] == 2 and report["checkpoint"].endswith("step-00000002")
+    assert any((out / "tensorboard").iterdir())
+    again = lmrl(*args)
+    assert again.returncode == 1 and "--resume" in again.stderr
+    wrong = lmrl("train", "maze", "--algo", "bc", "--data", str(data))
+    assert wrong.returncode == 1 and "not maze" in wrong.stderr
+    bad = lmrl(*args[:-3], "--resume", "lr=fast")
+    assert bad.returncode == 1 and "'lr' takes a number" in bad.stderr
