@@ -8,7 +8,10 @@
 - Batched: one `HFEngine.generate` call with all prompts in flight. Naive: one
   `model.generate` per prompt (greedy, newline as end-of-sequence). Both greedy with
   at most 32 new tokens; tokens/s counts generated tokens (the newline included) over
-  the wall-clock time of the whole call, tokenization and prefill included.
+  the wall-clock time of the whole call, tokenization and prefill included. The engine
+  computes a prefix shared by several prompts once (a task's prompts share its
+  instructions and an episode's first observation, and some repeat); the JSON records
+  the prompt tokens and the tokens its prefill computed.
 - Models: (a) the embedded tiny GPT-2; (b) a GPT-2-small-sized model (12 layers, 12
   heads, width 768) on the tiny tokenizer's vocabulary, randomly initialised (nothing
   downloaded). For (b) the naive loop runs on an evenly spread subset of the prompts
@@ -20,7 +23,7 @@
   through the object store, against a plain in-memory copy of the same state dict.
 
     python benchmarks/engine.py [--prompts 64] [--naive-subset-big 8] [--repeats 2] [--no-profile]
-                                [--skip-generate] [--out FILE]
+                                [--skip-generate] [--threads N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from transformers import GPT2LMHeadModel
 
 from lmrl_ray import envs
 from lmrl_ray.actors.engine import SamplingParams
-from lmrl_ray.actors.hf_engine import HFEngine
+from lmrl_ray.actors.hf_engine import HFEngine, _prefix_segments
 from lmrl_ray.actors.pool import EnginePool, EnginePoolConfig
 from lmrl_ray.models import load_policy, newline_id
 from lmrl_ray.models.tiny import TinyRecipe, gpt2_config
@@ -146,7 +149,9 @@ def measure(
         identical = sum(batch_rows[i] == row for i, row in zip(subset, naive_rows))
         batch_tokens = sum(map(len, batch_rows))
         naive_tokens = sum(map(len, naive_rows))
-        prompt_tokens = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+        prompt_ids = tokenizer(prompts)["input_ids"]
+        prompt_tokens = [len(ids) for ids in prompt_ids]
+        computed = sum(len(segment.ids) for segment in _prefix_segments(prompt_ids)[0])
         batched_rate, naive_rate = batch_tokens / batch_s, naive_tokens / naive_s
         workloads.append(
             {
@@ -154,6 +159,8 @@ def measure(
                 "prompts": len(prompts),
                 "prompt_tokens_mean": round(sum(prompt_tokens) / len(prompts), 1),
                 "prompt_tokens_max": max(prompt_tokens),
+                "prompt_tokens_total": sum(prompt_tokens),
+                "prompt_tokens_computed_by_batched_prefill": computed,
                 "batched": {
                     "tokens": batch_tokens,
                     "seconds": round(batch_s, 3),
@@ -243,11 +250,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each way; the best counts")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler tables")
     parser.add_argument("--skip-generate", action="store_true", help="only the weight-broadcast timings")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: one per core); fewer on a busy machine"
+    )
     parser.add_argument("--out", default="benchmarks/results/engine.json")
     args = parser.parse_args()
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(cores)
+    torch.set_num_threads(args.threads or cores)
     started = time.perf_counter()
     tiny, tokenizer = load_policy("tiny")
     prompts = {task: task_prompts(task, args.prompts) for task in TASKS}

@@ -1,6 +1,7 @@
 """The Hugging Face engine against a real tiny GPT-2: equal to `model.generate` and to a
 plain forward pass, seeded sampling, the constrained choice, weight versions and
-value-guided decoding. Everything runs on CPU in a few seconds."""
+value-guided decoding; first the pure pieces of its batching (the prefix tree, the length
+buckets, the compaction of finished rows). Everything runs on CPU in a few seconds."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from lmrl_ray import envs
 from lmrl_ray.actors.engine import Completion, SamplingParams, StaleWeightsError
-from lmrl_ray.actors.hf_engine import HFEngine, ValueGuidance
+from lmrl_ray.actors.hf_engine import (
+    _SEGMENT_OVERHEAD_TOKENS,
+    HFEngine,
+    ValueGuidance,
+    _compaction,
+    _length_buckets,
+    _prefix_segments,
+)
 from lmrl_ray.models import ILQLHeads, newline_id
 
 CONTEXT = 128
@@ -140,6 +148,63 @@ def token_ids(engine: HFEngine, prompts: list[str], sampling: SamplingParams) ->
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0)
 
 
+# -- Batching pieces (pure) ------------------------------------------------------------------
+
+
+def test_prefix_segments_share_each_common_run_once():
+    shared = list(range(100, 130))  # 30 tokens every prompt starts with
+    prompts = [
+        shared + [1, 2, 3],
+        shared + [1, 2, 3],  # a duplicate
+        shared + [1, 2],  # a prefix of the first
+        shared + [7] + list(range(200, 240)),
+        shared + [7] + list(range(200, 240)) + [9],
+        [5, 6],  # shares nothing
+    ]
+    segments, ends = _prefix_segments(prompts)
+
+    def path(s):
+        return (path(segments[s].parent) if segments[s].parent >= 0 else []) + segments[s].ids
+
+    for prompt, end in zip(prompts, ends):
+        assert path(end) == prompt
+    for i, segment in enumerate(segments):
+        assert segment.parent < i  # parents first
+        parent_depth = segments[segment.parent].depth if segment.parent >= 0 else -1
+        assert segment.depth == parent_depth + 1
+        assert segment.start == (len(path(segment.parent)) if segment.parent >= 0 else 0)
+    assert ends[0] == ends[1]
+    # Computed once: the 30 shared tokens (saving 4 x 30), the 41 after them that two prompts
+    # share (saving 41), the duplicate's 3. [1, 2] would save only 2 x 2 tokens, less than a
+    # forward costs: the prompt that ends there and the duplicates each carry it.
+    assert 2 * 2 < _SEGMENT_OVERHEAD_TOKENS <= 41
+    assert sum(len(s.ids) for s in segments) == 30 + (2 + 3) + (41 + 1) + 2
+    short = [[1, 2, 3, 4], [1, 2, 3, 5]]
+    segments, ends = _prefix_segments(short)
+    assert sorted(s.ids for s in segments) == short and sorted(ends) == [0, 1]
+
+
+def test_length_buckets_cut_padding_and_cover_every_item():
+    lengths = [3, 120, 4, 118, 3, 5, 119, 60]
+    buckets = _length_buckets(lengths)
+    assert sorted(i for bucket in buckets for i in bucket) == list(range(len(lengths)))
+    longest = {max(lengths[i] for i in bucket) for bucket in buckets}
+    assert {5, 120} <= longest  # the short ones are not padded to 120
+    assert _length_buckets([7, 7, 7]) == [[0, 1, 2]]
+    assert _length_buckets([2, 3]) == [[0, 1]]  # one token of padding is cheaper than a forward
+
+
+def test_compaction_moves_only_rows_past_the_live_prefix():
+    running = torch.tensor([True, False, True, False, True, True])
+    holes, movers, live = _compaction(running)
+    assert live == 4 and holes.tolist() == [1, 3] and movers.tolist() == [4, 5]
+    state = torch.arange(6)
+    state[holes] = state[movers]
+    assert sorted(state[:live].tolist()) == [0, 2, 4, 5]
+    holes, movers, live = _compaction(torch.tensor([True, True, False]))
+    assert live == 2 and holes.numel() == 0 and movers.numel() == 0
+
+
 # -- Greedy decoding equals model.generate --------------------------------------------------
 
 
@@ -154,6 +219,21 @@ def test_greedy_batched_and_one_by_one_equal_model_generate(model, tokenizer, pr
     # The case is a real one: rows stop at different steps, some run to the cap.
     assert len({len(c.token_ids) for c in batched if c.finish_reason == "stop"}) > 1
     assert any(c.finish_reason == "length" for c in batched)
+
+
+def test_prompts_sharing_prefixes_decode_as_alone(model, tokenizer, prompts):
+    """Duplicates, prompts that are prefixes of others and long shared runs (computed once
+    in the prefix tree) decode exactly as each prompt alone; log-probs equal a forward."""
+    base = "".join(maze_transcripts(1, seed=700)[0].splitlines(keepends=True)[:2])
+    shared = [base, base, base + "move", base[:-20], base + "move up\n", prompts[0], base]
+    engine = HFEngine(model, tokenizer)
+    batched = engine.generate(shared, GREEDY)
+    assert [c.token_ids for c in batched] == reference_generate(model, tokenizer, shared, GREEDY.max_new_tokens)
+    assert [c.token_ids for c in batched] == [engine.generate([p], GREEDY)[0].token_ids for p in shared]
+    sampled = engine.generate(shared, SamplingParams(max_new_tokens=12, temperature=1.0, seed=4))
+    for prompt, c in zip(shared, sampled):
+        expected = forward_logprobs(model, tokenizer(prompt)["input_ids"], c.token_ids)
+        np.testing.assert_allclose(c.logprobs, expected, atol=1e-4)
 
 
 def test_completion_fields(model, tokenizer, prompts):
