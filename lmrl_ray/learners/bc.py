@@ -25,6 +25,15 @@ def bc_loss(
     return loss, {"bc/loss": loss.item(), "bc/accuracy": accuracy.item()}
 
 
+def with_bc_term(loss: torch.Tensor, metrics: dict[str, float], states, batch, weight: float):
+    """`loss + weight * L_BC` on the language model, with BC's metrics added: how ILQL and
+    MC Returns keep the language model the behaviour policy their decoding reweights."""
+    if not weight:
+        return loss, metrics
+    bc, bc_metrics = bc_loss(states.logits, batch.actions, batch.action_mask, index=states.index)
+    return loss + weight * bc, {**metrics, **bc_metrics}
+
+
 class BC:
     """The BC algorithm for the learner: no heads, the language model is the policy."""
 

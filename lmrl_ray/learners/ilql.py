@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from lmrl_ray.learners.bc import bc_loss
+from lmrl_ray.learners.bc import with_bc_term
 from lmrl_ray.learners.ops import gather_actions, masked_mean, next_state_values, token_cross_entropy
 from lmrl_ray.models import ILQLHeads
 
@@ -93,11 +93,7 @@ class ILQL:
             q1, q2, target_q1, target_q2, v, v_next, batch.actions, batch.rewards, batch.dones, batch.action_mask,
             gamma=c.gamma, tau=c.expectile, cql_weight=c.cql_weight, index=states.index,
         )
-        if c.bc_weight:
-            bc, bc_metrics = bc_loss(states.logits, batch.actions, batch.action_mask, index=states.index)
-            loss = loss + c.bc_weight * bc
-            metrics.update(bc_metrics)
-        return loss, metrics
+        return with_bc_term(loss, metrics, states, batch, c.bc_weight)
 
     def after_update(self, heads: ILQLHeads) -> None:
         heads.polyak_update(self.config.polyak)

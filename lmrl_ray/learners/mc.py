@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from lmrl_ray.learners.bc import bc_loss
+from lmrl_ray.learners.bc import with_bc_term
 from lmrl_ray.learners.ops import gather_actions, masked_mean, token_cross_entropy
 from lmrl_ray.models import ILQLHeads
 
@@ -69,11 +69,7 @@ class MCReturns:
             q1, q2, v[states.index], batch.returns, batch.actions, batch.action_mask,
             cql_weight=c.cql_weight, index=states.index,
         )
-        if c.bc_weight:
-            bc, bc_metrics = bc_loss(states.logits, batch.actions, batch.action_mask, index=states.index)
-            loss = loss + c.bc_weight * bc
-            metrics.update(bc_metrics)
-        return loss, metrics
+        return with_bc_term(loss, metrics, states, batch, c.bc_weight)
 
     def after_update(self, heads: ILQLHeads) -> None:
         heads.polyak_update(1.0)  # the decoder reads the target heads: keep them equal
