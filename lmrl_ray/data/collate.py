@@ -74,10 +74,6 @@ class EncodedEpisode:
     num_agent_turns: int
 
     @property
-    def num_tokens(self) -> int:
-        return sum(len(s.ids) for s in self.sequences)
-
-    @property
     def num_agent_tokens(self) -> int:
         return sum(sum(s.agent) for s in self.sequences)
 

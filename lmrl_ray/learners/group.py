@@ -105,12 +105,6 @@ class LearnerWorker:
         """A cheap fingerprint of the model and heads (tests compare learners with it)."""
         return float(sum(p.detach().double().sum().item() for p in self.learner._modules_parameters()))
 
-    def state_dicts(self) -> tuple[dict, dict | None]:
-        """The language model's and the heads' weights, on CPU."""
-        heads = self.learner.heads
-        return self.learner.policy_state_dict(), (
-            {k: v.detach().cpu() for k, v in heads.state_dict().items()} if heads is not None else None
-        )
 
 
 def _free_port() -> tuple[str, int]:
@@ -216,9 +210,6 @@ class LearnerGroup:
         import ray
 
         return ray.get([a.parameters_checksum.remote() for a in self._actors])
-
-    def state_dicts(self) -> tuple[dict, dict | None]:
-        return self._call("state_dicts", all_ranks=False)
 
     def shutdown(self) -> None:
         if self._actors:

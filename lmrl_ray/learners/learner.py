@@ -190,12 +190,6 @@ class Learner:
             return float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm))
         return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params])))
 
-    # -- Weights for the engines ---------------------------------------------------
-
-    def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """The language model's weights, on CPU (what engines load)."""
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-
     # -- Checkpoints -------------------------------------------------------------------
 
     def meta(self) -> CheckpointMeta:

@@ -64,7 +64,9 @@ class MCReturns:
 
     def loss(self, states, heads, batch):
         c = self.config
-        q1, q2, _, _, v = heads(states.hidden)  # (U, V) x 4, (U,): per distinct state
+        # The online heads only: MC never reads the targets while learning.
+        h = states.hidden  # (U, H): per distinct state
+        q1, q2, v = heads.q1(h), heads.q2(h), heads.v(h)  # (U, V), (U, V), (U,)
         loss, metrics = mc_loss(
             q1, q2, v[states.index], batch.returns, batch.actions, batch.action_mask,
             cql_weight=c.cql_weight, index=states.index,
