@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from lmrl_ray import envs
 from lmrl_ray.data.store import StoreError
+from lmrl_ray.learners.config import ALGOS
 from lmrl_ray.rollout import evaluate, normalised_score
 
 
@@ -210,20 +211,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Offline training: BC, filtered BC, MC Returns or ILQL on a dataset."""
-    from lmrl_ray.learners.config import load_config
+    """Training: offline (BC, filtered BC, MC Returns, ILQL on a dataset) or online (PPO,
+    online filtered BC from an initial checkpoint)."""
+    from lmrl_ray.learners.config import ONLINE_ALGOS, load_config
     from lmrl_ray.learners.group import dataset_task
     from lmrl_ray.ray_utils import init_ray
-    from lmrl_ray.train import train_offline
 
-    found = dataset_task(args.data)
-    if found != args.task:
-        raise ValueError(f"{args.data}: a dataset of task {found}, not {args.task}")
-    config = load_config(args.algo, file=args.config, overrides=args.overrides, task=args.task, model=args.model,
-                         num_learners=args.num_learners)
-    if config.num_learners > 0:
+    online = args.algo in ONLINE_ALGOS
+    if not online and args.data is None:
+        raise ValueError(f"--algo {args.algo} trains on a dataset: pass --data DIR")
+    if not online and args.init is not None:
+        raise ValueError("--init is for the online algorithms (ppo, online-filtered-bc); offline ones take --model")
+    if args.init is not None and args.model is not None:
+        raise ValueError("pass --init (online) or --model, not both")
+    if args.data is not None:
+        found = dataset_task(args.data)
+        if found != args.task:
+            raise ValueError(f"{args.data}: a dataset of task {found}, not {args.task}")
+    config = load_config(args.algo, file=args.config, overrides=args.overrides, task=args.task,
+                         model=args.init or args.model, num_learners=args.num_learners,
+                         num_rollout_workers=args.num_rollout_workers, num_engines=args.num_engines)
+    if config.num_learners > 0 or config.num_rollout_workers > 0 or config.num_engines > 0:
         init_ray()
     out = args.out or f"runs/{args.task}-{args.algo}"
+    if online:
+        from lmrl_ray.train_online import train_online
+
+        result = train_online(config, out=out, data=args.data, resume=args.resume, progress=not args.json)
+        result.pop("history")
+        if args.json:
+            print(json.dumps(result))
+            return 0
+        m = result["metrics"]
+        print(f"{args.task} / {args.algo}: {result['iterations']} iterations; checkpoint {result['checkpoint']}")
+        print(f"last iteration: rollout mean return {m.get('rollout/return_mean', float('nan')):.3f}, "
+              f"success rate {m.get('rollout/success_rate', float('nan')):.3f}")
+        if "eval/return_mean" in m:
+            print(f"evaluation (greedy): mean return {m['eval/return_mean']:.3f} ± {_fmt(m['eval/return_ci95'], 3)} "
+                  f"(95% CI) over {config.eval_episodes} episodes; success rate {m['eval/success_rate']:.3f}")
+        return 0
+    from lmrl_ray.train import train_offline
+
     result = train_offline(config, data=args.data, out=out, resume=args.resume, progress=not args.json)
     if config.eval_episodes:
         from lmrl_ray.evaluation import evaluate_checkpoint
@@ -283,12 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="offline RL: bc, filtered-bc, mc or ilql on a dataset")
+    p = sub.add_parser("train", help="RL: offline (bc, filtered-bc, mc, ilql) or online (ppo, online-filtered-bc)")
     p.add_argument("task", choices=envs.names(), metavar="TASK")
-    p.add_argument("--algo", choices=["bc", "filtered-bc", "mc", "ilql"], required=True)
-    p.add_argument("--data", required=True, help="the dataset (a replay store folder from `lmrl-ray datagen`)")
+    p.add_argument("--algo", choices=list(ALGOS), required=True)
+    p.add_argument("--data", default=None, help="the dataset (a replay store folder from `lmrl-ray datagen`); "
+                   "offline: required; ppo: for its optional BC term (offline_bc_weight)")
     p.add_argument("--model", default=None, help="'tiny' (default) or a local Hugging Face folder, e.g. a BC checkpoint")
+    p.add_argument("--init", default=None, help="online: the checkpoint to start from (the paper starts from BC)")
     p.add_argument("--num-learners", type=int, default=None, help="learner actors (data-parallel); 0 = in-process")
+    p.add_argument("--num-rollout-workers", type=int, default=None, help="online: rollout-worker actors; 0 = in-process")
+    p.add_argument("--num-engines", type=int, default=None,
+                   help="online: inference-engine actors (0: in-process, or one per rollout worker)")
     p.add_argument("--out", default=None, help="the run folder (default runs/TASK-ALGO)")
     p.add_argument("--config", default=None, help="a YAML file of config keys")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")

@@ -48,7 +48,7 @@ observation tokens go first), as the engine truncates a long prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -72,6 +72,9 @@ class EncodedSequence:
 class EncodedEpisode:
     sequences: list[EncodedSequence]
     num_agent_turns: int
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per-step values a learner attaches (PPO's old log-probs, advantages, ...): each
+    (num_agent_tokens,), in the order `pad` lists this episode's steps."""
 
     @property
     def num_agent_tokens(self) -> int:
@@ -91,6 +94,8 @@ class Batch:
     next_step: torch.Tensor  # (N,) long: index of the next agent step, or -1
     returns: torch.Tensor  # (N,) float: discounted return-to-go (gamma of the collate)
     num_episodes: int
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,): the episodes' extras
+    episode_steps: list[int] = field(default_factory=list)  # agent steps of each episode, in order
 
     @property
     def num_agent_tokens(self) -> int:
@@ -104,6 +109,7 @@ class Batch:
 
     def to(self, device: str | torch.device) -> "Batch":
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        moved["extras"] = {k: v.to(device) for k, v in self.extras.items()}
         return Batch(**moved)
 
 
@@ -234,9 +240,18 @@ class Collator:
                     g = step_rewards[n] + self.gamma * g
                     returns[n] = g
             start = end
+        names = {name for e in episodes for name in e.extras}
+        missing = [name for name in names if any(name not in e.extras for e in episodes)]
+        if missing:
+            raise ValueError(f"collate: some episodes lack the extras {sorted(missing)}")
+        extras = {name: torch.cat([e.extras[name] for e in episodes]) for name in sorted(names)}
+        for name, values in extras.items():
+            if values.shape != (N,):
+                raise ValueError(f"collate: extras {name!r} hold {tuple(values.shape)} values for {N} agent steps")
+        episode_steps = [end - start for start, end in zip([0, *episode_ends[:-1]], episode_ends)]
         return Batch(
             input_ids, attention_mask, row * T + t, input_ids[row, t + 1], rewards, dones, next_step, returns,
-            len(episodes),
+            len(episodes), extras, episode_steps,
         )
 
 

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import yaml
 
 OFFLINE_ALGOS = ("bc", "filtered-bc", "mc", "ilql")
+ONLINE_ALGOS = ("ppo", "online-filtered-bc")
+ALGOS = OFFLINE_ALGOS + ONLINE_ALGOS
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class TrainConfig:
     """How to train; defaults are the offline algorithms' on the embedded tiny model."""
 
     algo: str
-    """bc, filtered-bc, mc or ilql."""
+    """Offline: bc, filtered-bc, mc, ilql. Online: ppo, online-filtered-bc."""
     task: str = ""
     """The task; taken from the dataset when empty."""
     model: str = "tiny"
@@ -75,6 +77,55 @@ class TrainConfig:
     top_fraction: float = 0.1
     """Filtered BC: the fraction of episodes with the highest returns it trains on."""
 
+    # -- Online RL (ppo, online-filtered-bc) --------------------------------------------
+    iterations: int = 50
+    """Online: rounds of (broadcast weights, collect episodes, update)."""
+    episodes_per_iteration: int = 64
+    """Online: episodes collected per iteration, across all rollout workers."""
+    temperature: float = 1.0
+    """Online: sampling temperature of the rollouts."""
+    ppo_epochs: int = 4
+    """PPO: passes over each iteration's episodes."""
+    minibatches_per_epoch: int = 4
+    """PPO: optimizer updates per epoch (the episodes split evenly, whole episodes)."""
+    clip_ratio: float = 0.2
+    """PPO's epsilon: the ratio pi/pi_old is clipped to [1 - eps, 1 + eps]."""
+    value_clip: float = 0.2
+    """PPO: the value prediction moves at most this far from the old one (0 disables)."""
+    vf_coef: float = 0.5
+    """PPO: weight of the value loss."""
+    gae_lambda: float = 0.95
+    """PPO: GAE's lambda (per agent token, like gamma)."""
+    kl_coef: float = 0.01
+    """PPO: initial weight of the per-token KL to the reference (initial) policy folded
+    into the reward; 0 turns the reference model off."""
+    kl_target: float = 0.0
+    """PPO: target KL per agent token for the adaptive coefficient; 0 keeps kl_coef fixed."""
+    kl_horizon_tokens: int = 10000
+    """PPO: the adaptive controller's horizon, in agent tokens."""
+    whiten_advantages: bool = True
+    """PPO: normalise advantages to mean 0, std 1 over each iteration's agent tokens."""
+    offline_bc_weight: float = 0.0
+    """PPO: weight of a BC loss on offline data (needs --data), a batch of as many
+    offline episodes as each minibatch holds; 0 turns it off."""
+    updates_per_iteration: int = 4
+    """Online filtered BC: BC updates per iteration on the kept (top_fraction) episodes."""
+    num_rollout_workers: int = 0
+    """Online: rollout-worker actors (0: one worker in this process)."""
+    num_engines: int = 0
+    """Online: inference-engine actors the workers share (0: an engine in this process,
+    or one per worker when there are workers)."""
+    envs_per_worker: int = 64
+    """Online: environments each rollout worker runs at once (one engine call per step)."""
+    engine: str = "auto"
+    """Online: the engines' back end: auto, hf or vllm."""
+    cpus_per_rollout_worker: float = 1.0
+    cpus_per_engine: float = 1.0
+    gpus_per_engine: float = 0.0
+    eval_every_iterations: int = 0
+    """Online: evaluate the policy (greedy, eval_episodes episodes) every this many
+    iterations (0: only at the end when eval_episodes > 0)."""
+
     num_learners: int = 0
     """Learner actors (data-parallel, gloo on CPU, NCCL on GPU); 0 = in-process."""
     cpus_per_learner: float = 1.0
@@ -86,26 +137,47 @@ class TrainConfig:
     """Free-form notes kept with the run (not read by the code)."""
 
     def __post_init__(self):
-        if self.algo not in OFFLINE_ALGOS:
-            raise ValueError(f"unknown algorithm {self.algo!r}; valid: {', '.join(OFFLINE_ALGOS)}")
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algorithm {self.algo!r}; valid: {', '.join(ALGOS)}")
         positive = ("updates", "batch_episodes", "microbatch_tokens", "checkpoint_every_updates", "keep_checkpoints",
-                    "log_every_updates")
+                    "log_every_updates", "iterations", "episodes_per_iteration", "ppo_epochs", "minibatches_per_epoch",
+                    "updates_per_iteration", "envs_per_worker", "kl_horizon_tokens")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("warmup_updates", "weight_decay", "grad_clip_norm", "num_learners", "eval_episodes", "head_width",
-                     "cql_weight", "bc_weight", "beta"):
+                     "cql_weight", "bc_weight", "beta", "value_clip", "vf_coef", "kl_coef", "kl_target",
+                     "offline_bc_weight", "num_rollout_workers", "num_engines", "cpus_per_rollout_worker",
+                     "cpus_per_engine", "gpus_per_engine", "eval_every_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("gamma", "polyak"):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 < self.clip_ratio < 1.0:
+            raise ValueError(f"clip_ratio must be in (0, 1), got {self.clip_ratio}")
+        if self.engine not in ("auto", "hf", "vllm"):
+            raise ValueError(f"engine must be auto, hf or vllm, got {self.engine!r}")
+        for name in ("gamma", "polyak", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.expectile < 1.0:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
         if not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+        if self.algo == "ppo":
+            parts = self.minibatches_per_epoch * max(1, self.num_learners)
+            if self.episodes_per_iteration % parts:
+                raise ValueError(
+                    f"episodes_per_iteration ({self.episodes_per_iteration}) must be a multiple of "
+                    f"minibatches_per_epoch x num_learners ({parts})"
+                )
+        if self.algo == "online-filtered-bc" and self.num_learners > 1:
+            kept = max(1, round(self.top_fraction * self.episodes_per_iteration))
+            if kept % self.num_learners:
+                raise ValueError(f"top_fraction x episodes_per_iteration ({kept} episodes) must be a multiple of "
+                                 f"num_learners ({self.num_learners})")
         if self.num_learners > 1 and self.batch_episodes % self.num_learners:
             raise ValueError(
                 f"batch_episodes ({self.batch_episodes}) must be a multiple of num_learners ({self.num_learners})"

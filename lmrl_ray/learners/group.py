@@ -61,9 +61,10 @@ def dataset_task(path: str | os.PathLike) -> str:
 
 
 class LearnerWorker:
-    """What one learner actor holds: a `Learner` and its copy of the dataset."""
+    """What one learner actor holds: a `Learner` and its copy of the dataset (online
+    algorithms may have none: `data` None)."""
 
-    def __init__(self, config: TrainConfig, data: str, *, rank: int = 0, world_size: int = 1,
+    def __init__(self, config: TrainConfig, data: str | None, *, rank: int = 0, world_size: int = 1,
                  master: tuple[str, int] | None = None):
         device = "cuda" if config.gpus_per_learner > 0 and torch.cuda.is_available() else "cpu"
         if world_size > 1:
@@ -73,14 +74,34 @@ class LearnerWorker:
             dist.init_process_group(
                 backend, init_method=f"tcp://{master[0]}:{master[1]}", rank=rank, world_size=world_size
             )
-        self.dataset = read_dataset(data, config)
+        self.dataset = read_dataset(data, config) if data is not None else None
         self.learner = Learner(config, device=device, rank=rank, world_size=world_size)
+        self._offline_rows: list[dict] | None = None
 
     def num_episodes(self) -> int:
-        return self.dataset.num_rows
+        return self.dataset.num_rows if self.dataset is not None else 0
 
     def mean_return(self) -> float:
-        return float(pc.mean(self.dataset[RETURN]).as_py())
+        return float(pc.mean(self.dataset[RETURN]).as_py()) if self.dataset is not None else float("nan")
+
+    def update_rows(self, rows: Sequence[dict]) -> dict[str, float]:
+        """One update on episodes given as rows (online filtered BC)."""
+        return self.learner.update(rows)
+
+    def ppo_iteration(self, rows: Sequence[dict], kl_coef: float) -> dict[str, float]:
+        if self._offline_rows is None and self.dataset is not None and self.learner.config.offline_bc_weight > 0:
+            self._offline_rows = self.dataset.to_pylist()
+        return self.learner.ppo_iteration(rows, kl_coef, self._offline_rows or ())
+
+    def put_weights(self, version: int):
+        """The policy's weights in the object store, for the engines (a list holding the
+        ref, so that Ray hands the ref itself back to the caller)."""
+        from lmrl_ray.actors.weights import put_weights
+
+        return [put_weights(self.learner.policy_state_dict())]
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.learner.policy_state_dict()
 
     def update(self, indices: Sequence[int]) -> dict[str, float]:
         rows = self.dataset.take(pa.array(indices, type=pa.int64())).to_pylist()
@@ -119,10 +140,10 @@ def _free_port() -> tuple[str, int]:
 class LearnerGroup:
     """`config.num_learners` learner actors (0: one learner in-process)."""
 
-    def __init__(self, config: TrainConfig, data: str | os.PathLike):
+    def __init__(self, config: TrainConfig, data: str | os.PathLike | None):
         self.config = config
         self.num_learners = config.num_learners
-        data = str(data)
+        data = str(data) if data is not None else None
         if self.num_learners == 0:
             self._local = LearnerWorker(config, data)
             self._actors = []
@@ -182,6 +203,36 @@ class LearnerGroup:
 
         n = self.num_learners
         return ray.get([a.update.remote(indices[r::n]) for r, a in enumerate(self._actors)])[0]
+
+    def update_rows(self, rows: Sequence[dict]) -> dict[str, float]:
+        """One update on the episodes `rows`: learner r takes rows[r::N]."""
+        if self._local is not None:
+            return self._local.update_rows(rows)
+        import ray
+
+        n = self.num_learners
+        return ray.get([a.update_rows.remote(rows[r::n]) for r, a in enumerate(self._actors)])[0]
+
+    def ppo_iteration(self, rows: Sequence[dict], kl_coef: float) -> dict[str, float]:
+        """PPO on one iteration's episodes: learner r takes rows[r::N]."""
+        if self._local is not None:
+            return self._local.ppo_iteration(rows, kl_coef)
+        import ray
+
+        n = self.num_learners
+        return ray.get([a.ppo_iteration.remote(rows[r::n], kl_coef) for r, a in enumerate(self._actors)])[0]
+
+    def broadcast(self, engines, version: int) -> None:
+        """Send the policy's weights to `engines` (an `EnginePool`) as `version`: from a
+        learner actor through the object store (one put, every engine reads it), or from
+        this process."""
+        if self._local is not None:
+            engines.set_weights(self._local.policy_state_dict(), version)
+            return
+        import ray
+
+        (ref,) = ray.get(self._actors[0].put_weights.remote(version))
+        engines.set_weights_from_ref(ref, version)
 
     def gradients(self, indices: Sequence[int]) -> list[torch.Tensor]:
         """Each learner's gradient for the batch `indices` (split as in `update`), summed

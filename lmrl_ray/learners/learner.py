@@ -19,6 +19,7 @@ tiny model has none anyway.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
@@ -35,18 +37,24 @@ from safetensors.torch import load_file, save_file
 
 from lmrl_ray import envs
 from lmrl_ray.data.collate import Collator, microbatches
-from lmrl_ray.learners.bc import BC
+from lmrl_ray.learners.bc import BC, bc_loss
 from lmrl_ray.learners.checkpoint import CheckpointError, CheckpointMeta, read_meta, write_meta
 from lmrl_ray.learners.config import TrainConfig
 from lmrl_ray.learners.ilql import ILQL
 from lmrl_ray.learners.mc import MCReturns
+from lmrl_ray.learners.ppo import ADVANTAGES, OLD_LOGPROBS, OLD_VALUES, PPO, RETURNS, action_logprobs
 from lmrl_ray.models import HEADS_FILE, load_heads, load_policy, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-ALGOS = {"bc": BC, "filtered-bc": BC, "mc": MCReturns, "ilql": ILQL}
+ALGOS = {"bc": BC, "filtered-bc": BC, "mc": MCReturns, "ilql": ILQL, "ppo": PPO, "online-filtered-bc": BC}
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
+
+
+def whiten_with(x: torch.Tensor, mean: float, std: float, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std with statistics gathered over the whole group's batch."""
+    return (x - mean) / (std + eps)
 
 
 def task_view(task: str):
@@ -81,6 +89,10 @@ class Learner:
         self.rank, self.world_size = rank, world_size
         self.model, self.tokenizer = load_policy(config.model, device=self.device)
         self.model.eval()
+        # PPO's reference policy for the KL penalty: the model training starts from (BC), frozen.
+        self.reference = None
+        if config.algo == "ppo" and (config.kl_coef > 0 or config.kl_target > 0):
+            self.reference = copy.deepcopy(self.model).requires_grad_(False)
         self.algo = ALGOS[config.algo](config)
         hidden_size = self.model.get_output_embeddings().in_features
         vocab_size = self.model.get_output_embeddings().out_features
@@ -119,48 +131,73 @@ class Learner:
             dist.all_reduce(tensor)
         return tensor
 
-    def forward(self, batch) -> StepStates:
-        """The language model at the batch's agent steps: the LM head runs only at the
-        distinct positions the steps read (steps that share a sequence share them)."""
-        out = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    def forward(self, batch, model=None) -> StepStates:
+        """The language model (`model`, default the policy) at the batch's agent steps: the
+        LM head runs only at the distinct positions the steps read (steps that share a
+        sequence share them)."""
+        model = model if model is not None else self.model
+        out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         # The base model's last hidden state is after the final layer norm: the input of
         # the LM head, which is what the value-guided decoder applies the heads to.
         positions, index = torch.unique(batch.positions, return_inverse=True)
         hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
-        logits = self.model.get_output_embeddings()(hidden)  # (U, V)
+        logits = model.get_output_embeddings()(hidden)  # (U, V)
         return StepStates(logits, hidden, index)
 
-    def compute_gradients(self, rows: Sequence[dict]) -> dict[str, float]:
-        """Fill every parameter's `.grad` with the gradient of the whole batch's loss (this
-        learner's share, summed over the group); returns the batch's metrics."""
-        episodes = [self.collator.encode(r) for r in rows]
+    def _accumulate(self, episodes, loss_fn, weight: float = 1.0) -> tuple[dict[str, float], float]:
+        """Add the gradient of `weight` x the loss over `episodes` (this learner's share of
+        a batch split across the group) to every parameter's `.grad`; returns this share's
+        metrics, weighted by its share of the batch's agent tokens, and that token count."""
         local_tokens = sum(e.num_agent_tokens for e in episodes)
         total_tokens = self._all_reduce(torch.tensor([float(local_tokens)], dtype=torch.float64)).item()
         if total_tokens == 0:
             raise ValueError("update: the batch has no agent tokens")
-        self.optimizer.zero_grad(set_to_none=False)
         sums: dict[str, float] = defaultdict(float)
         for group in microbatches(episodes, self.config.microbatch_tokens):
             batch = self.collator.pad(group).to(self.device)
             share = batch.num_agent_tokens / total_tokens
             with self._autocast():
-                loss, metrics = self.algo.loss(self.forward(batch), self.heads, batch)
-            (loss * share).backward()
+                loss, metrics = loss_fn(self.forward(batch), batch)
+            (loss * (share * weight)).backward()
             for key, value in metrics.items():
                 sums[key] += value * share
+        return sums, total_tokens
+
+    def _algo_loss(self, states, batch):
+        return self.algo.loss(states, self.heads, batch)
+
+    def _compute_gradients(self, episodes, offline=None) -> dict[str, float]:
+        """Fill every parameter's `.grad` with the gradient of the whole batch's loss (this
+        learner's share, summed over the group), plus `offline_bc_weight` x BC on the
+        `offline` episodes when given; returns the batch's metrics, reduced."""
+        self.optimizer.zero_grad(set_to_none=False)
+        sums, total_tokens = self._accumulate(episodes, self._algo_loss)
+        if offline:
+            bc_sums, _ = self._accumulate(offline, lambda st, b: bc_loss(st.logits, b.actions, b.action_mask,
+                                                                          index=st.index),
+                                          weight=self.config.offline_bc_weight)
+            sums.update({f"offline_{k}": v for k, v in bc_sums.items()})
         if self.world_size > 1:
             self._reduce_gradients()
         keys = sorted(sums)
         reduced = self._all_reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64)).tolist()
         metrics = dict(zip(keys, reduced))
         metrics["learner/agent_tokens"] = total_tokens
-        metrics["learner/episodes"] = self._all_reduce(torch.tensor([float(len(rows))], dtype=torch.float64)).item()
+        metrics["learner/episodes"] = self._all_reduce(torch.tensor([float(len(episodes))], dtype=torch.float64)).item()
         return metrics
+
+    def compute_gradients(self, rows: Sequence[dict]) -> dict[str, float]:
+        """Fill every parameter's `.grad` with the gradient of the whole batch's loss (this
+        learner's share, summed over the group); returns the batch's metrics."""
+        return self._compute_gradients([self.collator.encode(r) for r in rows])
 
     def update(self, rows: Sequence[dict]) -> dict[str, float]:
         """One optimizer update on this learner's share of the batch; returns the metrics
         of the whole batch (reduced across the group)."""
-        metrics = self.compute_gradients(rows)
+        return self._step(self.compute_gradients(rows))
+
+    def _step(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Clip, take the optimizer step the gradients in `.grad` ask for, move targets."""
         metrics["learner/grad_norm"] = self._clip()
         metrics["learner/lr"] = lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -169,6 +206,67 @@ class Learner:
         self.algo.after_update(self.heads)
         self.step += 1
         return metrics
+
+    # -- PPO -------------------------------------------------------------------------
+
+    def ppo_iteration(self, rows: Sequence[dict], kl_coef: float, offline_rows: Sequence[dict] = ()) -> dict[str, float]:
+        """PPO on one iteration's episodes (this learner's share): score them with the
+        current policy, then `ppo_epochs` passes of `minibatches_per_epoch` updates over
+        random splits into whole episodes. With `offline_rows`, each update adds
+        `offline_bc_weight` x BC on as many offline episodes as the minibatch holds."""
+        c = self.config
+        episodes = [self.collator.encode(r) for r in rows]
+        scored = self._score(episodes, kl_coef)
+        rng = np.random.default_rng([c.seed, self.step])
+        totals: dict[str, float] = defaultdict(float)
+        updates = 0
+        for _ in range(c.ppo_epochs):
+            for part in np.array_split(rng.permutation(len(episodes)), c.minibatches_per_epoch):
+                offline = None
+                if offline_rows and c.offline_bc_weight > 0:
+                    picks = rng.choice(len(offline_rows), size=len(part), replace=len(part) > len(offline_rows))
+                    offline = [self.collator.encode(offline_rows[i]) for i in picks]
+                metrics = self._step(self._compute_gradients([episodes[i] for i in part], offline))
+                for key, value in metrics.items():
+                    totals[key] += value
+                updates += 1
+        return {**{k: v / updates for k, v in totals.items()}, **scored, "ppo/updates": float(updates)}
+
+    @torch.no_grad()
+    def _score(self, episodes, kl_coef: float) -> dict[str, float]:
+        """Attach to every episode its steps' old log-probs, old values, advantages and
+        value targets (see `ppo.py`); advantages are whitened over the whole group's batch."""
+        c = self.config
+        sums = torch.zeros(6, dtype=torch.float64)  # steps, kl, reward, value, A, A^2
+        for group in microbatches(episodes, c.microbatch_tokens):
+            batch = self.collator.pad(group).to(self.device)
+            with self._autocast():
+                states = self.forward(batch)
+                old_logprobs = action_logprobs(states, batch.actions, c.temperature).float()
+                old_values = self.algo.values(states, self.heads).float()
+                ref_logprobs = None
+                if self.reference is not None:
+                    ref_states = self.forward(batch, model=self.reference)
+                    ref_logprobs = action_logprobs(ref_states, batch.actions, c.temperature).float()
+            advantages, returns, kl = self.algo.advantages(batch, old_logprobs, ref_logprobs, old_values, kl_coef)
+            for name, values in ((OLD_LOGPROBS, old_logprobs), (OLD_VALUES, old_values), (ADVANTAGES, advantages),
+                                 (RETURNS, returns)):
+                for episode, part in zip(group, values.cpu().split(batch.episode_steps)):
+                    episode.extras[name] = part
+            sums += torch.tensor([kl.numel(), kl.sum(), batch.rewards.sum(), old_values.sum(), advantages.sum(),
+                                  advantages.square().sum()], dtype=torch.float64)
+        steps, kl, reward, value, a_sum, a_sq = self._all_reduce(sums).tolist()
+        a_mean = a_sum / steps
+        a_std = max(a_sq / steps - a_mean**2, 0.0) ** 0.5
+        if c.whiten_advantages:
+            for episode in episodes:
+                episode.extras[ADVANTAGES] = whiten_with(episode.extras[ADVANTAGES], a_mean, a_std)
+        return {"ppo/agent_tokens": steps, "ppo/kl": kl / steps, "ppo/kl_coef": kl_coef, "ppo/reward_per_token": reward / steps,
+                "ppo/old_value_mean": value / steps, "ppo/advantage_mean": a_mean, "ppo/advantage_std": a_std}
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        """The language model's weights (what engines load), on CPU."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
     def gradients(self) -> torch.Tensor:
         """Every parameter's gradient, flattened into one vector (on CPU)."""
