@@ -182,3 +182,37 @@ def test_cli_rejects_inconsistent_online_arguments(bc_checkpoint, maze_data, tmp
     assert cli.main(["train", "maze", "--algo", "ppo", "--init", bc_checkpoint, "--out", str(tmp_path / "c"),
                      "offline_bc_weight=0.5"]) != 0
     assert "--data" in capsys.readouterr().err
+
+
+def test_two_ppo_learners_stay_identical(maze_data, ray_local):
+    from lmrl_ray.learners.group import LearnerGroup
+
+    rows = ReplayStore(maze_data).read().slice(0, 8).to_pylist()
+    config = load_config("ppo", task="maze", overrides=["num_learners=2", "cpus_per_learner=0.5",
+                                                        "episodes_per_iteration=8", "minibatches_per_epoch=2",
+                                                        "ppo_epochs=1", "warmup_updates=0"])
+    group = LearnerGroup(config, None)
+    try:
+        before = group.parameters_checksums()
+        metrics = group.ppo_iteration(rows, kl_coef=config.kl_coef)
+        after = group.parameters_checksums()
+        assert after[0] == pytest.approx(after[1], rel=1e-9) and after[0] != before[0]
+        learner = Learner(config)  # the whole batch's agent tokens, counted in this process
+        assert metrics["ppo/agent_tokens"] == sum(learner.collator.encode(r).num_agent_tokens for r in rows)
+        assert metrics["learner/episodes"] == 4  # each update: 4 of the 8 episodes, across both learners
+    finally:
+        group.shutdown()
+
+
+def test_online_run_with_rollout_worker_and_learner_actors(bc_checkpoint, ray_local, tmp_path):
+    config = load_config("ppo", task="maze", model=bc_checkpoint, overrides=[
+        "iterations=1", "episodes_per_iteration=8", "minibatches_per_epoch=2", "ppo_epochs=1",
+        "num_learners=1", "num_rollout_workers=2", "num_engines=1", "cpus_per_learner=0.5",
+        "cpus_per_rollout_worker=0.25", "cpus_per_engine=0.25", "eval_episodes=4",
+    ])
+    result = train_online(config, out=tmp_path / "scaled", progress=False)
+    m = result["metrics"]
+    assert m["rollout/episodes"] == 8 and np.isfinite(m["ppo/loss"]) and np.isfinite(m["eval/return_mean"])
+    rows = ReplayStore(tmp_path / "scaled" / "trajectories").read().to_pylist()
+    assert {r[POLICY_VERSION] for r in rows} == {1}
+    assert all(t["token_ids"] for r in rows for t in r["turns"] if t["role"] == "agent")

@@ -332,6 +332,18 @@ class EnginePool(Engine):
         else:
             self._set_weights_collective(state_dict, version, backend=transport)
 
+    def latest(self) -> tuple[int, list | None]:
+        """(version, [weights ref] or None): the latest broadcast, for a copy of this pool
+        in another process (a rollout worker's) to `follow`."""
+        return self._serve_args()
+
+    def follow(self, latest: tuple[int, list | None]) -> None:
+        """Adopt the original pool's `latest()` (a copy does not see its broadcasts), so
+        that calls from this copy bring a restarted engine to the latest weights."""
+        version, refs = latest
+        if self._local is None and version >= self._latest[0]:
+            self._latest = (version, None if refs is None else refs[0])
+
     def set_weights_from_ref(self, ref, version: int) -> None:
         """Distribute weights another process already put with `weights.put_weights`
         (a learner actor); the pool keeps the ref for engines that restart later."""

@@ -105,9 +105,11 @@ class RolloutGroup:
         args = [([seeds[i] for i in p], [options[i] for i in p], [episode_ids[i] for i in p]) for p in pieces]
         results: list[list[dict] | None] = [None] * len(pieces)
         attempts = [0] * len(pieces)
+        # The workers hold copies of the engine pool, which do not see its broadcasts.
+        latest = self.engines.latest()
         pending = {}
         for k, worker in enumerate(self.workers[: len(pieces)]):
-            pending[worker.run.remote(*args[k])] = (k, worker)
+            pending[worker.run.remote(*args[k], engine_latest=latest)] = (k, worker)
             attempts[k] = 1
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -125,7 +127,7 @@ class RolloutGroup:
                 self.restarts += 1
                 attempts[k] += 1
                 time.sleep(0.1)
-                pending[worker.run.remote(*args[k])] = (k, worker)
+                pending[worker.run.remote(*args[k], engine_latest=latest)] = (k, worker)
         return [row for part in results for row in part]
 
     def evaluate(self, seeds: Sequence[int], options: Sequence[dict | None], *, num_envs: int = 64) -> list[dict]:

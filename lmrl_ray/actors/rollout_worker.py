@@ -169,9 +169,15 @@ class RolloutWorker:
         seeds: Sequence[int],
         options: Sequence[dict | None] | None = None,
         episode_ids: Sequence[str] | None = None,
+        *,
+        engine_latest: tuple | None = None,
     ) -> list[dict]:
         """Play one episode per seed (with its options, when given) and return their rows
-        in the order given. `episode_ids` default to `"{task}-{seed}"`."""
+        in the order given. `episode_ids` default to `"{task}-{seed}"`. `engine_latest`
+        is the driver's `EnginePool.latest()`, for a worker whose engine is a copy of
+        that pool (see `EnginePool.follow`)."""
+        if engine_latest is not None:
+            self.engine.follow(engine_latest)
         options = list(options) if options is not None else [None] * len(seeds)
         episode_ids = list(episode_ids) if episode_ids is not None else [f"{self.task}-{s}" for s in seeds]
         if not len(seeds) == len(options) == len(episode_ids):
@@ -208,7 +214,7 @@ class RolloutWorker:
     def _step(self, live: list[_Live]) -> None:
         """One agent turn in every live episode, from one engine call."""
         prompts = [e.env.prompt() for e in live]
-        version = self.engine.version
+        version = self.engine.version  # an engine pool reports the version that served the call
         self.engine_calls += 1
         if self.decoding == "rerank":
             candidates = [self._legal(e.env) for e in live]
@@ -219,7 +225,11 @@ class RolloutWorker:
             sampling = self.sampling
             if sampling.seed is not None:
                 sampling = replace(sampling, seed=step_seed(sampling.seed, [(e.seed, e.env.agent_turns) for e in live]))
-            completions = self.engine.generate(prompts, sampling)
+            if hasattr(self.engine, "generate_async"):  # an EnginePool
+                call = self.engine.generate_async(prompts, sampling)
+                completions, version = call.result(), call.version
+            else:
+                completions = self.engine.generate(prompts, sampling)
             actions = [c.text for c in completions]
             token_ids = [c.token_ids for c in completions]
             logprobs = [c.logprobs for c in completions]
