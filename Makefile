@@ -20,6 +20,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/env_steps.py
 	$(BIN)/python benchmarks/datagen.py
 	$(BIN)/python benchmarks/learner.py
+	$(BIN)/python benchmarks/rollout.py
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) bash scripts/setup.sh

@@ -77,6 +77,8 @@ def make_rollouts(config: TrainConfig) -> RolloutGroup:
         num_workers=config.num_rollout_workers, num_engines=config.num_engines,
         cpus_per_worker=config.cpus_per_rollout_worker, cpus_per_engine=config.cpus_per_engine,
         gpus_per_engine=config.gpus_per_engine,
+        # On a cluster, the GPU engines are reserved together (gang scheduling), as the learners are.
+        engine_placement="PACK" if config.gpus_per_engine > 0 else None,
         sampling=SamplingParams(temperature=config.temperature, seed=config.seed), num_envs=config.envs_per_worker,
         source="online", policy=config.algo,
     )

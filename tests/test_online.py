@@ -65,6 +65,21 @@ def test_first_ppo_update_on_fresh_episodes_has_ratio_one_and_no_clipping(maze_d
     assert all(np.isfinite(v) for v in metrics.values())
 
 
+def test_ppo_adds_the_offline_bc_term_only_when_weighted(maze_data):
+    from lmrl_ray.data.store import ReplayStore
+
+    table = ReplayStore(maze_data).read()
+    rows, offline = table.slice(0, 4).to_pylist(), table.slice(100, 20).to_pylist()
+    overrides = ["ppo_epochs=1", "minibatches_per_epoch=1", "episodes_per_iteration=4", "warmup_updates=0"]
+    plain = Learner(load_config("ppo", task="maze", overrides=overrides))
+    with_bc = Learner(load_config("ppo", task="maze", overrides=overrides + ["offline_bc_weight=0.5"]))
+    a = plain.ppo_iteration(rows, kl_coef=0.0, offline_rows=offline)
+    b = with_bc.ppo_iteration(rows, kl_coef=0.0, offline_rows=offline)
+    assert "offline_bc/loss" not in a and b["offline_bc/loss"] > 0
+    assert a["ppo/loss"] == pytest.approx(b["ppo/loss"], rel=1e-6)  # same start, same PPO loss
+    assert a["learner/grad_norm"] != pytest.approx(b["learner/grad_norm"], rel=1e-3)  # plus BC's gradient
+
+
 def test_score_whitens_advantages_over_the_batch(maze_data):
     from lmrl_ray.data.store import ReplayStore
 

@@ -33,8 +33,9 @@ class RolloutGroup:
     """`num_workers` rollout-worker actors over an `EnginePool` of `num_engines` engines.
 
     Workers in actors need engines they can reach: `num_engines=0` with workers starts
-    one engine actor per worker. `worker_kwargs` go to each `RolloutWorker` (sampling,
-    num_envs, source, policy, ...).
+    one engine actor per worker. `engine_placement` reserves the engines in one placement
+    group with that strategy (`EnginePoolConfig.placement_strategy`). `worker_kwargs` go
+    to each `RolloutWorker` (sampling, num_envs, source, policy, ...).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class RolloutGroup:
         cpus_per_worker: float = 1.0,
         cpus_per_engine: float = 1.0,
         gpus_per_engine: float = 0.0,
+        engine_placement: str | None = None,
         max_restarts: int = 3,
         max_attempts: int = 4,
         **worker_kwargs,
@@ -65,7 +67,7 @@ class RolloutGroup:
         self.max_attempts = max_attempts
         self.engines = EnginePool(engine_factory, EnginePoolConfig(
             num_engines=num_engines, num_cpus_per_engine=cpus_per_engine, num_gpus_per_engine=gpus_per_engine,
-            max_restarts=max_restarts,
+            placement_strategy=engine_placement if num_engines else None, max_restarts=max_restarts,
         ))
         self.worker_kwargs = worker_kwargs
         self.restarts = 0
