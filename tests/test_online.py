@@ -231,3 +231,36 @@ def test_online_run_with_rollout_worker_and_learner_actors(bc_checkpoint, ray_lo
     rows = ReplayStore(tmp_path / "scaled" / "trajectories").read().to_pylist()
     assert {r[POLICY_VERSION] for r in rows} == {1}
     assert all(t["token_ids"] for r in rows for t in r["turns"] if t["role"] == "agent")
+
+
+def test_an_engine_killed_mid_iteration_is_restarted_at_the_latest_version(bc_checkpoint, ray_local):
+    import ray
+
+    from lmrl_ray.models import load_policy
+
+    rollouts = RolloutGroup(
+        "maze", functools.partial(make_engine, "hf", bc_checkpoint), num_workers=1, num_engines=2,
+        cpus_per_worker=0.25, cpus_per_engine=0.25, sampling=SamplingParams(temperature=1.0, seed=0),
+        num_envs=8, source="online",
+    )
+    try:
+        model, _ = load_policy(bc_checkpoint)
+        rollouts.engines.set_weights(model.state_dict(), version=5)
+        seeds = list(range(2000, 2024))
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(rows=rollouts.sample(seeds)))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while sum(s["requests_served"] for s in rollouts.engines.engine_stats()) < 10:
+            assert time.monotonic() < deadline, "the engines never started serving"
+            time.sleep(0.05)
+        ray.kill(rollouts.engines.actors[0], no_restart=False)  # Ray restarts it at version 0
+        thread.join(timeout=300)
+        assert not thread.is_alive()
+        rows = result["rows"]
+        assert len(rows) == len(seeds) and len({r[EPISODE_ID] for r in rows}) == len(seeds)
+        # Every turn was served at version 5: the restarted engine caught up before serving.
+        assert {r[POLICY_VERSION] for r in rows} == {5}
+        assert {s["version"] for s in rollouts.engines.engine_stats()} == {5}
+    finally:
+        rollouts.shutdown()
