@@ -93,7 +93,7 @@ class LearnerWorker:
             self._offline_rows = self.dataset.to_pylist()
         return self.learner.ppo_iteration(rows, kl_coef, self._offline_rows or ())
 
-    def put_weights(self, version: int):
+    def put_weights(self):
         """The policy's weights in the object store, for the engines (a list holding the
         ref, so that Ray hands the ref itself back to the caller)."""
         from lmrl_ray.actors.weights import put_weights
@@ -231,7 +231,7 @@ class LearnerGroup:
             return
         import ray
 
-        (ref,) = ray.get(self._actors[0].put_weights.remote(version))
+        (ref,) = ray.get(self._actors[0].put_weights.remote())
         engines.set_weights_from_ref(ref, version)
 
     def gradients(self, indices: Sequence[int]) -> list[torch.Tensor]:

@@ -127,8 +127,12 @@ class Learner:
         return nullcontext()
 
     def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a small CPU tensor over the group (on this learner's device: NCCL reduces
+        only CUDA tensors); returns it on CPU."""
         if self.world_size > 1:
-            dist.all_reduce(tensor)
+            moved = tensor.to(self.device)
+            dist.all_reduce(moved)
+            return moved.cpu()
         return tensor
 
     def forward(self, batch, model=None) -> StepStates:
@@ -253,16 +257,18 @@ class Learner:
                                  (RETURNS, returns)):
                 for episode, part in zip(group, values.cpu().split(batch.episode_steps)):
                     episode.extras[name] = part
-            sums += torch.tensor([kl.numel(), kl.sum(), batch.rewards.sum(), old_values.sum(), advantages.sum(),
-                                  advantages.square().sum()], dtype=torch.float64)
+            sums += torch.tensor([float(kl.numel()), kl.sum().item(), batch.rewards.sum().item(),
+                                  old_values.sum().item(), advantages.sum().item(), advantages.square().sum().item()],
+                                 dtype=torch.float64)
         steps, kl, reward, value, a_sum, a_sq = self._all_reduce(sums).tolist()
         a_mean = a_sum / steps
         a_std = max(a_sq / steps - a_mean**2, 0.0) ** 0.5
         if c.whiten_advantages:
             for episode in episodes:
                 episode.extras[ADVANTAGES] = whiten_with(episode.extras[ADVANTAGES], a_mean, a_std)
-        return {"ppo/agent_tokens": steps, "ppo/kl": kl / steps, "ppo/kl_coef": kl_coef, "ppo/reward_per_token": reward / steps,
-                "ppo/old_value_mean": value / steps, "ppo/advantage_mean": a_mean, "ppo/advantage_std": a_std}
+        return {"ppo/agent_tokens": steps, "ppo/kl": kl / steps, "ppo/kl_coef": kl_coef,
+                "ppo/reward_per_token": reward / steps, "ppo/old_value_mean": value / steps,
+                "ppo/advantage_mean": a_mean, "ppo/advantage_std": a_std}
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         """The language model's weights (what engines load), on CPU."""
