@@ -247,7 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"last iteration: rollout mean return {m.get('rollout/return_mean', float('nan')):.3f}, "
               f"success rate {m.get('rollout/success_rate', float('nan')):.3f}")
         if "eval/return_mean" in m:
-            print(f"evaluation (greedy): mean return {m['eval/return_mean']:.3f} ± {_fmt(m['eval/return_ci95'], 3)} "
+            print(f"evaluation (sampled): mean return {m['eval/return_mean']:.3f} ± {_fmt(m['eval/return_ci95'], 3)} "
                   f"(95% CI) over {config.eval_episodes} episodes; success rate {m['eval/success_rate']:.3f}")
         return 0
     from lmrl_ray.train import train_offline

@@ -10,8 +10,9 @@ Each iteration reads like the algorithm (STYLE 1):
     update   PPO (score, advantages, epochs of minibatches) or filtered BC on the best
     log      returns, losses, policy lag, seconds in sync / rollout / update, episodes/s
 
-Checkpoints every `checkpoint_every_updates` iterations, evaluation (greedy) every
-`eval_every_iterations`. A resumed run restarts from the newest checkpoint; an iteration
+Checkpoints every `checkpoint_every_updates` iterations, evaluation every
+`eval_every_iterations` (the policy as it acts: sampled at `temperature`, seeded, on the
+task's evaluation episodes). A resumed run restarts from the newest checkpoint; an iteration
 whose episodes are already in the store reads them back instead of playing them again,
 so nothing is written twice.
 """
@@ -127,7 +128,8 @@ def evaluate(rollouts: RolloutGroup, config: TrainConfig) -> dict[str, float]:
     from lmrl_ray.evaluation import evaluation_options
 
     seeds, options = evaluation_options(config.task, config.eval_episodes, config.seed)
-    rows = rollouts.evaluate(seeds, options, num_envs=min(config.envs_per_worker, len(seeds)))
+    sampling = SamplingParams(temperature=config.temperature, seed=config.seed)
+    rows = rollouts.evaluate(seeds, options, sampling, num_envs=min(config.envs_per_worker, len(seeds)))
     s = summarize([r[RETURN] for r in rows], [r[SUCCESS] for r in rows], [r["length"] for r in rows])
     return {"eval/return_mean": s.mean_return, "eval/return_ci95": s.ci95, "eval/success_rate": s.success_rate}
 

@@ -132,10 +132,12 @@ class RolloutGroup:
                 pending[worker.run.remote(*args[k], engine_latest=latest)] = (k, worker)
         return [row for part in results for row in part]
 
-    def evaluate(self, seeds: Sequence[int], options: Sequence[dict | None], *, num_envs: int = 64) -> list[dict]:
-        """Greedy episodes against the same engines, in this process (no exploration)."""
+    def evaluate(self, seeds: Sequence[int], options: Sequence[dict | None], sampling: SamplingParams, *,
+                 num_envs: int = 64) -> list[dict]:
+        """Evaluation episodes against the same engines, in this process, sampled with
+        `sampling` (temperature 0: greedy)."""
         worker = RolloutWorker(
-            self.task, self.engines, sampling=SamplingParams(temperature=0.0), num_envs=num_envs,
+            self.task, self.engines, sampling=sampling, num_envs=num_envs,
             source="evaluation", policy=self.worker_kwargs.get("policy", ""),
         )
         try:

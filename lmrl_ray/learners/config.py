@@ -123,8 +123,8 @@ class TrainConfig:
     cpus_per_engine: float = 1.0
     gpus_per_engine: float = 0.0
     eval_every_iterations: int = 0
-    """Online: evaluate the policy (greedy, eval_episodes episodes) every this many
-    iterations (0: only at the end when eval_episodes > 0)."""
+    """Online: evaluate the policy (eval_episodes episodes, sampled at `temperature`) every
+    this many iterations (0: only at the end when eval_episodes > 0)."""
 
     num_learners: int = 0
     """Learner actors (data-parallel, gloo on CPU, NCCL on GPU); 0 = in-process."""
