@@ -10,9 +10,9 @@ process over the pool (itself in-process with `num_engines=0`).
 
 Faults. A worker plays its share of episodes and returns their rows only when all are
 finished, so a worker that dies mid-iteration has written nothing: its unfinished
-episodes are dropped whole. Ray restarts the actor (`max_restarts`), and its share is
-sent again (to it or to another live worker) with the same seeds and episode ids, so the
-iteration completes with every episode exactly once. A dead engine is the pool's
+episodes are dropped whole. Ray restarts the actor (`max_restarts`), and its whole share
+is sent again to it with the same seeds and episode ids, so the iteration completes with
+every episode exactly once. A dead engine is the pool's
 business (it restarts it and re-sends the call).
 """
 
@@ -83,10 +83,6 @@ class RolloutGroup:
             num_cpus=cpus_per_worker, max_restarts=max_restarts, max_task_retries=0,
         )
         self.workers = [remote.remote(task, self.engines, **worker_kwargs) for _ in range(num_workers)]
-
-    @property
-    def num_workers(self) -> int:
-        return len(self.workers)
 
     def sample(
         self,
