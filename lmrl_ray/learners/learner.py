@@ -43,6 +43,7 @@ from lmrl_ray.learners.config import TrainConfig
 from lmrl_ray.learners.ilql import ILQL
 from lmrl_ray.learners.mc import MCReturns
 from lmrl_ray.learners.ppo import ADVANTAGES, OLD_LOGPROBS, OLD_VALUES, PPO, RETURNS, action_logprobs
+from lmrl_ray.learners.ppo_math import whiten_by
 from lmrl_ray.models import HEADS_FILE, load_heads, load_policy, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,6 @@ log = logging.getLogger(__name__)
 ALGOS = {"bc": BC, "filtered-bc": BC, "mc": MCReturns, "ilql": ILQL, "ppo": PPO, "online-filtered-bc": BC}
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
-
-
-def whiten_with(x: torch.Tensor, mean: float, std: float, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std with statistics gathered over the whole group's batch."""
-    return (x - mean) / (std + eps)
 
 
 def task_view(task: str):
@@ -262,10 +258,11 @@ class Learner:
                                  dtype=torch.float64)
         steps, kl, reward, value, a_sum, a_sq = self._all_reduce(sums).tolist()
         a_mean = a_sum / steps
-        a_std = max(a_sq / steps - a_mean**2, 0.0) ** 0.5
+        a_var = max(a_sq / steps - a_mean**2, 0.0)
+        a_std = a_var**0.5
         if c.whiten_advantages:
             for episode in episodes:
-                episode.extras[ADVANTAGES] = whiten_with(episode.extras[ADVANTAGES], a_mean, a_std)
+                episode.extras[ADVANTAGES] = whiten_by(episode.extras[ADVANTAGES], a_mean, a_var)
         return {"ppo/agent_tokens": steps, "ppo/kl": kl / steps, "ppo/kl_coef": kl_coef,
                 "ppo/reward_per_token": reward / steps, "ppo/old_value_mean": value / steps,
                 "ppo/advantage_mean": a_mean, "ppo/advantage_std": a_std}

@@ -98,8 +98,14 @@ def whiten(
     m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
     mean = masked_mean(x, m)
     var = masked_mean((x - mean).square(), m)
-    out = (x - mean) * torch.rsqrt(var + eps)
+    out = whiten_by(x, mean, var, eps=eps)
     return out if shift_mean else out + mean
+
+
+def whiten_by(x: torch.Tensor, mean, var, *, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) with statistics taken elsewhere, such as over a whole
+    data-parallel group's batch (floats or tensors); `whiten` takes them from x."""
+    return (x - mean) * torch.rsqrt(torch.as_tensor(var + eps, dtype=x.dtype))
 
 
 @torch.no_grad()
