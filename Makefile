@@ -19,6 +19,7 @@ setup: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_steps.py
 	$(BIN)/python benchmarks/datagen.py
+	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/learner.py
 	$(BIN)/python benchmarks/rollout.py
 

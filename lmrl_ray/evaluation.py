@@ -82,7 +82,9 @@ def checkpoint_engine(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_policy(folder, device=device)
     heads = _load_ilql_heads(folder, meta, model)
-    guidance = ValueGuidance(heads, meta.beta if beta is None else beta)
+    # Checkpoints written before `support_min_p` existed guided over every token.
+    guidance = ValueGuidance(heads, meta.beta if beta is None else beta,
+                             support_min_p=float(meta.config.get("support_min_p", 0.0)))
     return HFEngine(model, tokenizer, device=device, guidance=guidance)
 
 

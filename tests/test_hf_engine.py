@@ -417,6 +417,24 @@ def test_a_head_favouring_one_token_makes_it_generated(model, tokenizer, prompts
     assert engine.choose(prompts[:1], [["up", "move up", "down"]]) == [1]
 
 
+def test_support_min_p_keeps_guidance_to_the_language_models_likely_tokens(model, tokenizer, prompts):
+    """Heads that favour the model's least likely first token get it generated without
+    the restriction; with support_min_p = 1 only the model's most likely token is
+    allowed at each step, so greedy decoding is the plain engine's."""
+    ids = tokenizer(prompts[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        unlikely = int(model(ids).logits[0, -1].argmin())
+    heads = zero_heads(model)
+    with torch.no_grad():
+        heads.target_q1[-1].bias[unlikely] = heads.target_q2[-1].bias[unlikely] = 1e3
+    free = HFEngine(model, tokenizer, guidance=ValueGuidance(heads, beta=1.0))
+    assert free.generate(prompts[:1], GREEDY)[0].token_ids[0] == unlikely
+    kept = HFEngine(model, tokenizer, guidance=ValueGuidance(heads, beta=1.0, support_min_p=1.0))
+    assert token_ids(kept, prompts, GREEDY) == token_ids(HFEngine(model, tokenizer), prompts, GREEDY)
+    with pytest.raises(ValueError, match="support_min_p"):
+        ValueGuidance(heads, beta=1.0, support_min_p=1.5)
+
+
 def test_guidance_reads_the_target_q_heads_and_their_minimum(model, tokenizer, prompts):
     favoured = tokenizer.encode("move")[0]
     plain = token_ids(HFEngine(model, tokenizer), prompts, GREEDY)

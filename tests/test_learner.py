@@ -195,3 +195,32 @@ def test_checkpoint_description(tmp_path, wordle_data):
     meta = json.loads((list_checkpoints(tmp_path / "r")[-1] / "lmrl_ray.json").read_text())
     assert (meta["algo"], meta["decoding"], meta["beta"], meta["step"]) == ("ilql", "value-guided", 3.0, 1)
     assert run["checkpoint"].endswith("step-00000001")
+
+
+def test_freeze_lm_trains_the_heads_alone():
+    learner = Learner(load_config("ilql", task="wordle", overrides=["warmup_updates=0", "freeze_lm=true"]))
+    model_before = [p.detach().clone() for p in learner.model.parameters()]
+    heads_before = torch.cat([p.detach().flatten() for p in learner.heads.parameters()])
+    learner.update(rows_of("wordle", 4))
+    assert all(torch.equal(a, b) for a, b in zip(model_before, learner.model.parameters()))
+    assert not torch.equal(heads_before, torch.cat([p.detach().flatten() for p in learner.heads.parameters()]))
+    with pytest.raises(ValueError, match="freeze_lm"):
+        load_config("bc", task="wordle", overrides=["freeze_lm=true"])
+
+
+def test_ilql_starts_from_the_heads_of_an_mc_checkpoint_and_fresh_after_bc(tmp_path, wordle_data):
+    def heads_of(learner):
+        return torch.cat([p.detach().flatten() for p in learner.heads.state_dict().values()])
+
+    runs = {}
+    for algo in ("bc", "mc"):
+        cfg = load_config(algo, task="wordle", overrides=["updates=1", "batch_episodes=2", "seed=3"])
+        runs[algo] = train_offline(cfg, data=wordle_data, out=tmp_path / algo, progress=False)["checkpoint"]
+    mc = Learner(load_config("mc", task="wordle", overrides=["seed=3"]))
+    mc.restore(runs["mc"])
+    fresh = Learner(load_config("ilql", task="wordle"))
+    from_mc = Learner(load_config("ilql", task="wordle", model=runs["mc"]))
+    from_bc = Learner(load_config("ilql", task="wordle", model=runs["bc"]))
+    assert torch.equal(heads_of(from_mc), heads_of(mc))
+    assert torch.equal(heads_of(from_bc), heads_of(fresh))
+    assert not torch.equal(heads_of(from_mc), heads_of(fresh))

@@ -32,6 +32,7 @@ observation); `Completion.prompt_truncated` records when it happened.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -62,18 +63,35 @@ class ValueGuidance:
     to the model's last hidden state: after the final layer norm, the input of the
     language-model head. The learners must train the heads on that same hidden state.
     Only the target Q heads and the V head are evaluated.
+
+    `support_min_p` > 0 keeps the guidance to the behaviour policy's support: a token
+    whose pi_beta probability is below `support_min_p` times the most likely token's
+    gets probability 0 (min-p filtering on pi_beta). The heads are trained only on the
+    data's actions; on a token the data never took at that state, Q is whatever the
+    initialisation and generalisation left, while V has learned the (negative) returns,
+    so beta * (Q - V) there is large noise that outweighs pi_beta: unrestricted, maze
+    policies of ILQL and MC Returns sampled a newline or other non-moves at nearly every
+    turn. 0 disables the restriction.
     """
 
-    def __init__(self, heads: ILQLHeads, beta: float):
+    def __init__(self, heads: ILQLHeads, beta: float, *, support_min_p: float = 0.0):
+        if not 0.0 <= support_min_p <= 1.0:
+            raise ValueError(f"support_min_p must be in [0, 1], got {support_min_p}")
         self.heads = heads
         self.beta = float(beta)
+        self.support_min_p = float(support_min_p)
 
     def __call__(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """hidden (..., H), logits (..., V) -> guided logits (..., V)."""
         hidden = hidden.to(next(self.heads.parameters()).dtype)
         q = torch.minimum(self.heads.target_q1(hidden), self.heads.target_q2(hidden))  # (..., V)
         v = self.heads.v(hidden)[..., None]  # (..., 1): V(s_t), broadcast over the vocabulary
-        return logits + self.beta * (q - v).float()
+        guided = logits + self.beta * (q - v).float()
+        if self.support_min_p > 0.0:
+            # pi_beta(a) < min_p * max pi_beta  <=>  logit(a) < max logit + log(min_p)
+            floor = logits.float().amax(dim=-1, keepdim=True) + math.log(self.support_min_p)  # (..., 1)
+            guided = guided.masked_fill(logits < floor, float("-inf"))
+        return guided
 
 
 class HFEngine(Engine):

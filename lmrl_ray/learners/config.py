@@ -72,6 +72,14 @@ class TrainConfig:
     """ILQL and MC: weight of the BC loss that keeps the language model the behaviour policy."""
     beta: float = 4.0
     """Value-guidance strength for ILQL and MC decoding: logits + beta * (Q - V)."""
+    support_min_p: float = 0.1
+    """ILQL and MC decoding: guide only among the tokens whose language-model probability
+    is at least this fraction of the most likely token's (the behaviour policy's support,
+    where the heads were trained); 0 lets every token through."""
+    freeze_lm: bool = False
+    """ILQL and MC: train the heads only; the language model stays the checkpoint's
+    (pi_beta is then exactly the starting policy, and an update needs no backward pass
+    through the model)."""
     head_width: int = 0
     """Inner width of the heads' MLPs; 0 = the model's hidden size."""
     top_fraction: float = 0.1
@@ -164,6 +172,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.expectile < 1.0:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if not 0.0 <= self.support_min_p <= 1.0:
+            raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
+        if self.freeze_lm and self.algo not in ("ilql", "mc"):
+            raise ValueError(f"freeze_lm trains the value heads alone: it applies to ilql and mc, not {self.algo}")
         if not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
         if self.algo == "ppo":

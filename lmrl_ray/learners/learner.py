@@ -44,7 +44,7 @@ from lmrl_ray.learners.ilql import ILQL
 from lmrl_ray.learners.mc import MCReturns
 from lmrl_ray.learners.ppo import ADVANTAGES, OLD_LOGPROBS, OLD_VALUES, PPO, RETURNS, action_logprobs
 from lmrl_ray.learners.ppo_math import whiten_by
-from lmrl_ray.models import HEADS_FILE, load_heads, load_policy, save_checkpoint
+from lmrl_ray.models import HEADS_FILE, TINY, load_heads, load_policy, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ class Learner:
         self.rank, self.world_size = rank, world_size
         self.model, self.tokenizer = load_policy(config.model, device=self.device)
         self.model.eval()
+        if config.freeze_lm:
+            self.model.requires_grad_(False)
         # PPO's reference policy for the KL penalty: the model training starts from (BC), frozen.
         self.reference = None
         if config.algo == "ppo" and (config.kl_coef > 0 or config.kl_target > 0):
@@ -95,6 +97,7 @@ class Learner:
         torch.manual_seed(config.seed)  # the heads start the same on every learner
         self.heads = self.algo.make_heads(hidden_size, vocab_size)
         if self.heads is not None:
+            self._init_heads_from(config.model)
             self.heads.to(self.device)
         self.head_width = config.head_width or hidden_size
         self.params = [p for p in self._modules_parameters() if p.requires_grad]
@@ -106,6 +109,25 @@ class Learner:
             gamma=config.gamma,
         )
         self.step = 0
+
+    def _init_heads_from(self, model: str) -> None:
+        """Start the heads from the starting checkpoint's when it has heads of the same
+        kind (ILQL from an MC Returns checkpoint: both use `ILQLHeads`); a checkpoint
+        without heads (BC, a plain model folder, "tiny") leaves them freshly initialised."""
+        path = Path(model) / HEADS_FILE if model != TINY else None
+        if path is None or not path.is_file():
+            return
+        try:
+            meta = read_meta(path.parent)
+        except CheckpointError:
+            return  # a model folder of someone else's with a file of that name: not ours
+        if (meta.heads or {}).get("class") != type(self.heads).__name__:
+            return
+        try:
+            load_heads(path, self.heads)
+        except (ValueError, SafetensorError) as err:
+            raise CheckpointError(f"{path.parent}: cannot start from its heads: {err}") from None
+        log.info("heads start from %s (%s)", path.parent, meta.algo)
 
     def _modules_parameters(self):
         yield from self.model.parameters()
@@ -136,7 +158,8 @@ class Learner:
         LM head runs only at the distinct positions the steps read (steps that share a
         sequence share them)."""
         model = model if model is not None else self.model
-        out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        with torch.no_grad() if self.config.freeze_lm else nullcontext():
+            out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         # The base model's last hidden state is after the final layer norm: the input of
         # the LM head, which is what the value-guided decoder applies the heads to.
         positions, index = torch.unique(batch.positions, return_inverse=True)
