@@ -208,6 +208,25 @@ def test_freeze_lm_trains_the_heads_alone():
         load_config("bc", task="wordle", overrides=["freeze_lm=true"])
 
 
+def test_head_grad_scale_scales_what_the_value_losses_send_into_the_model():
+    rows = rows_of("wordle", 4)
+
+    def grads(scale):
+        learner = Learner(load_config("ilql", task="wordle", overrides=["bc_weight=0", f"head_grad_scale={scale}"]))
+        learner.compute_gradients(rows)
+        model = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+        heads = torch.cat([p.grad.flatten() for p in learner.heads.parameters() if p.requires_grad])
+        return model, heads
+
+    full_model, full_heads = grads(1.0)
+    half_model, half_heads = grads(0.5)
+    assert full_model.abs().sum() > 0
+    assert torch.allclose(half_model, 0.5 * full_model, atol=1e-6, rtol=1e-4)
+    assert torch.allclose(half_heads, full_heads, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="head_grad_scale"):
+        load_config("ppo", task="wordle", overrides=["head_grad_scale=0.5"])
+
+
 def test_ilql_starts_from_the_heads_of_an_mc_checkpoint_and_fresh_after_bc(tmp_path, wordle_data):
     def heads_of(learner):
         return torch.cat([p.detach().flatten() for p in learner.heads.state_dict().values()])

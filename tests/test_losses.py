@@ -10,7 +10,7 @@ import torch
 from lmrl_ray.learners.bc import bc_loss
 from lmrl_ray.learners.ilql import expectile_loss, ilql_loss
 from lmrl_ray.learners.mc import mc_loss
-from lmrl_ray.learners.ops import next_state_values
+from lmrl_ray.learners.ops import lambda_returns, next_state_values, scale_gradient
 
 # Two sequences of four steps over a vocabulary of three tokens.
 LOGITS = torch.tensor([
@@ -86,6 +86,58 @@ def test_ilql_gradients_do_not_flow_into_the_bootstrap_or_the_targets():
     loss.backward()
     assert v_next.grad is None and tq.grad is None
     assert q1.grad.abs().sum() > 0 and v.grad.abs().sum() > 0
+
+
+def test_lambda_returns_by_hand_and_at_their_limits():
+    # Two episodes: steps 0 -> 1 -> 2 (done) and 3 -> 4 (cut off by the turn cap: no next step).
+    rewards = torch.tensor([0.0, -1.0, 0.0, -1.0, -1.0])
+    v_next = torch.tensor([2.0, 4.0, 9.0, 8.0, 7.0])  # V(s_{n+1}); ignored where the step ends
+    dones = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0])
+    next_step = torch.tensor([1, 2, -1, 4, -1])
+    g, lam = 0.9, 0.5
+    y2 = 0.0
+    y1 = -1.0 + g * ((1 - lam) * 4.0 + lam * y2)
+    y0 = 0.0 + g * ((1 - lam) * 2.0 + lam * y1)
+    y4 = -1.0
+    y3 = -1.0 + g * ((1 - lam) * 8.0 + lam * y4)
+    got = lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=lam)
+    assert got.tolist() == pytest.approx([y0, y1, y2, y3, y4])
+    one_step = lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=0.0)
+    assert one_step.tolist() == pytest.approx((rewards + g * (1 - dones) * v_next).tolist())
+    monte_carlo = lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=1.0)
+    assert monte_carlo.tolist() == pytest.approx([-0.9, -1.0, 0.0, -1.9, -1.0])
+    with pytest.raises(ValueError, match="lambda"):
+        lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=1.5)
+    with pytest.raises(ValueError, match="not a later one"):
+        lambda_returns(rewards, v_next, dones, torch.tensor([1, 0, -1, 4, -1]), gamma=g, lam=lam)
+
+
+def test_ilql_loss_with_td_lambda_regresses_q_on_the_lambda_returns():
+    torch.manual_seed(2)
+    q1, q2, tq1, tq2 = (torch.randn(5, 3) for _ in range(4))
+    v = torch.randn(5)
+    actions = torch.tensor([0, 2, 1, 1, 0])
+    rewards = torch.tensor([0.0, -1.0, 0.0, -1.0, -1.0])
+    dones = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0])
+    next_step = torch.tensor([1, 2, -1, 4, -1])
+    v_next = next_state_values(v, next_step)
+    _, metrics = ilql_loss(q1, q2, tq1, tq2, v, v_next, actions, rewards, dones, torch.ones(5),
+                           gamma=0.9, tau=0.7, cql_weight=0.0, next_step=next_step, td_lambda=0.5)
+    y = lambda_returns(rewards, v_next, dones, next_step, gamma=0.9, lam=0.5)
+    q_a = lambda q: q.gather(1, actions[:, None])[:, 0]
+    expected = ((q_a(q1) - y) ** 2 + (q_a(q2) - y) ** 2).mean().item()
+    assert metrics["ilql/q_loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="next_step"):
+        ilql_loss(q1, q2, tq1, tq2, v, v_next, actions, rewards, dones, torch.ones(5),
+                  gamma=0.9, tau=0.7, cql_weight=0.0, td_lambda=0.5)
+
+
+def test_scale_gradient_keeps_the_value_and_scales_the_gradient():
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert y.tolist() == [1.0, -2.0, 3.0]
+    (y * torch.tensor([4.0, 8.0, -4.0])).sum().backward()
+    assert x.grad.tolist() == [1.0, 2.0, -1.0]
 
 
 def test_mc_loss_regresses_q_and_v_on_the_return_to_go():

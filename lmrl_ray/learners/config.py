@@ -80,6 +80,13 @@ class TrainConfig:
     """ILQL and MC: train the heads only; the language model stays the checkpoint's
     (pi_beta is then exactly the starting policy, and an update needs no backward pass
     through the model)."""
+    td_lambda: float = 0.0
+    """ILQL: lambda of the TD(lambda) Q targets along each episode (0: the paper's one-step
+    target; larger values carry rewards back over more steps per update)."""
+    head_grad_scale: float = 1.0
+    """ILQL and MC: the fraction of the heads' gradient that reaches the language model
+    (1: all of it; small values let the value losses shape the hidden states without
+    swamping the BC term that keeps the model the behaviour policy)."""
     head_width: int = 0
     """Inner width of the heads' MLPs; 0 = the model's hidden size."""
     top_fraction: float = 0.1
@@ -174,6 +181,12 @@ class TrainConfig:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
         if not 0.0 <= self.support_min_p <= 1.0:
             raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
+        if not 0.0 <= self.td_lambda <= 1.0:
+            raise ValueError(f"td_lambda must be in [0, 1], got {self.td_lambda}")
+        if not 0.0 <= self.head_grad_scale <= 1.0:
+            raise ValueError(f"head_grad_scale must be in [0, 1], got {self.head_grad_scale}")
+        if self.head_grad_scale != 1.0 and self.algo not in ("ilql", "mc"):
+            raise ValueError(f"head_grad_scale applies to ilql and mc, not {self.algo}")
         if self.freeze_lm and self.algo not in ("ilql", "mc"):
             raise ValueError(f"freeze_lm trains the value heads alone: it applies to ilql and mc, not {self.algo}")
         if not 0.0 < self.top_fraction <= 1.0:

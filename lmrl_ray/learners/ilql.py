@@ -3,6 +3,8 @@
 For every agent step t (state s_t = the tokens read so far, action a_t = the next token):
 
     y_t     = r_t + gamma * (1 - done_t) * V(s_{t+1})                    (Q target, V stop-grad)
+              or, with td_lambda > 0, the TD(lambda) target along the episode
+              (`ops.lambda_returns`; 0 is the paper's one-step target)
     L_Q     = E[(Q1(s_t, a_t) - y_t)^2 + (Q2(s_t, a_t) - y_t)^2]
     L_V     = E[L2^tau(Qhat(s_t, a_t) - V(s_t))],  Qhat = min(Q1', Q2')   (target heads)
     L2^tau(u) = |tau - 1(u < 0)| * u^2                                  (expectile regression)
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from lmrl_ray.learners.bc import with_bc_term
-from lmrl_ray.learners.ops import gather_actions, masked_mean, next_state_values, token_cross_entropy
+from lmrl_ray.learners.ops import gather_actions, lambda_returns, masked_mean, next_state_values, token_cross_entropy
 from lmrl_ray.models import ILQLHeads
 
 
@@ -46,16 +48,24 @@ def ilql_loss(
     tau: float,
     cql_weight: float,
     index: torch.Tensor | None = None,
+    next_step: torch.Tensor | None = None,
+    td_lambda: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """q1, q2, target_q1, target_q2: (B, T, V) at steps t; v, v_next: (B, T) = V(s_t),
     V(s_{t+1}); actions, rewards, dones, mask: (B, T). Returns (L_ILQL, metrics).
 
     With `index`, the four Q tensors are (U, V), one row per distinct state, and step n
-    reads row index[n] (v and v_next are per step)."""
+    reads row index[n] (v and v_next are per step). `td_lambda` > 0 bootstraps with
+    TD(lambda) targets along `next_step` (flat (N,) steps only)."""
     q1_a = gather_actions(q1, actions, index)  # (B, T): Q1(s_t, a_t)
     q2_a = gather_actions(q2, actions, index)
     q_hat = torch.minimum(gather_actions(target_q1, actions, index), gather_actions(target_q2, actions, index)).detach()
-    y = rewards + gamma * (1.0 - dones) * v_next.detach()  # (B, T)
+    if td_lambda > 0.0:
+        if next_step is None:
+            raise ValueError("ilql_loss: td_lambda needs next_step")
+        y = lambda_returns(rewards, v_next.detach(), dones, next_step, gamma=gamma, lam=td_lambda)
+    else:
+        y = rewards + gamma * (1.0 - dones) * v_next.detach()  # (B, T)
     q_loss = masked_mean((q1_a - y).square() + (q2_a - y).square(), mask)
     v_loss = masked_mean(expectile_loss(q_hat - v, tau), mask)
     cql_loss = masked_mean(token_cross_entropy(q1, actions, index) + token_cross_entropy(q2, actions, index), mask)
@@ -92,6 +102,7 @@ class ILQL:
         loss, metrics = ilql_loss(
             q1, q2, target_q1, target_q2, v, v_next, batch.actions, batch.rewards, batch.dones, batch.action_mask,
             gamma=c.gamma, tau=c.expectile, cql_weight=c.cql_weight, index=states.index,
+            next_step=batch.next_step, td_lambda=c.td_lambda,
         )
         return with_bc_term(loss, metrics, states, batch, c.bc_weight)
 

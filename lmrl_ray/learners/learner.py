@@ -41,6 +41,7 @@ from lmrl_ray.learners.bc import BC, bc_loss
 from lmrl_ray.learners.checkpoint import CheckpointError, CheckpointMeta, read_meta, write_meta
 from lmrl_ray.learners.config import TrainConfig
 from lmrl_ray.learners.ilql import ILQL
+from lmrl_ray.learners.ops import scale_gradient
 from lmrl_ray.learners.mc import MCReturns
 from lmrl_ray.learners.ppo import ADVANTAGES, OLD_LOGPROBS, OLD_VALUES, PPO, RETURNS, action_logprobs
 from lmrl_ray.learners.ppo_math import whiten_by
@@ -165,6 +166,8 @@ class Learner:
         positions, index = torch.unique(batch.positions, return_inverse=True)
         hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
         logits = model.get_output_embeddings()(hidden)  # (U, V)
+        if self.config.algo in ("ilql", "mc"):
+            hidden = scale_gradient(hidden, self.config.head_grad_scale)  # what the heads read
         return StepStates(logits, hidden, index)
 
     def _accumulate(self, episodes, loss_fn, weight: float = 1.0) -> tuple[dict[str, float], float]:

@@ -36,3 +36,36 @@ def next_state_values(v: torch.Tensor, next_step: torch.Tensor) -> torch.Tensor:
     the end of an episode -> (...), 0 where there is no next state."""
     has_next = next_step >= 0
     return torch.where(has_next, v.flatten()[next_step.clamp(min=0)], torch.zeros_like(v))
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """`x` in the forward pass; `scale` times its gradient in the backward pass."""
+    if scale == 1.0:
+        return x
+    detached = x.detach()
+    return detached + scale * (x - detached)
+
+
+def lambda_returns(
+    rewards: torch.Tensor, v_next: torch.Tensor, dones: torch.Tensor, next_step: torch.Tensor, *, gamma: float, lam: float
+) -> torch.Tensor:
+    """TD(lambda) targets per step, all (N,), steps chained by `next_step` (-1 at an end):
+
+        y_n = r_n + gamma * (1 - done_n) * ((1 - lam) * V(s_{n+1}) + lam * y_{next_step[n]})
+
+    lam = 0 is the one-step target r + gamma * V(s'); lam = 1 the discounted return-to-go.
+    `next_step[n]` must be greater than n (the collate lists steps in episode order)."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda must be in [0, 1], got {lam}")
+    if lam == 0.0:
+        return rewards + gamma * (1.0 - dones) * v_next
+    r, v, d, nxt = rewards.tolist(), v_next.tolist(), dones.tolist(), next_step.tolist()
+    y = [0.0] * len(r)
+    for n in range(len(r) - 1, -1, -1):
+        if d[n] or nxt[n] < 0:
+            y[n] = r[n]
+            continue
+        if nxt[n] <= n:
+            raise ValueError(f"lambda_returns: step {n} is followed by step {nxt[n]}, not a later one")
+        y[n] = r[n] + gamma * ((1.0 - lam) * v[n] + lam * y[nxt[n]])
+    return torch.tensor(y, dtype=rewards.dtype, device=rewards.device)
