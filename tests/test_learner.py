@@ -225,6 +225,8 @@ def test_head_grad_scale_scales_what_the_value_losses_send_into_the_model():
     assert torch.allclose(half_heads, full_heads, atol=1e-6, rtol=1e-4)
     with pytest.raises(ValueError, match="head_grad_scale"):
         load_config("ppo", task="wordle", overrides=["head_grad_scale=0.5"])
+    with pytest.raises(ValueError, match="td_lambda"):
+        load_config("mc", task="wordle", overrides=["td_lambda=0.5"])
 
 
 def test_ilql_starts_from_the_heads_of_an_mc_checkpoint_and_fresh_after_bc(tmp_path, wordle_data):

@@ -183,6 +183,8 @@ class TrainConfig:
             raise ValueError(f"support_min_p must be in [0, 1], got {self.support_min_p}")
         if not 0.0 <= self.td_lambda <= 1.0:
             raise ValueError(f"td_lambda must be in [0, 1], got {self.td_lambda}")
+        if self.td_lambda > 0.0 and self.algo != "ilql":
+            raise ValueError(f"td_lambda applies to ilql, not {self.algo}")
         if not 0.0 <= self.head_grad_scale <= 1.0:
             raise ValueError(f"head_grad_scale must be in [0, 1], got {self.head_grad_scale}")
         if self.head_grad_scale != 1.0 and self.algo not in ("ilql", "mc"):

@@ -41,8 +41,8 @@ from lmrl_ray.learners.bc import BC, bc_loss
 from lmrl_ray.learners.checkpoint import CheckpointError, CheckpointMeta, read_meta, write_meta
 from lmrl_ray.learners.config import TrainConfig
 from lmrl_ray.learners.ilql import ILQL
-from lmrl_ray.learners.ops import scale_gradient
 from lmrl_ray.learners.mc import MCReturns
+from lmrl_ray.learners.ops import scale_gradient
 from lmrl_ray.learners.ppo import ADVANTAGES, OLD_LOGPROBS, OLD_VALUES, PPO, RETURNS, action_logprobs
 from lmrl_ray.learners.ppo_math import whiten_by
 from lmrl_ray.models import HEADS_FILE, TINY, load_heads, load_policy, save_checkpoint
