@@ -111,7 +111,7 @@ def plot(rows: Sequence[dict], path: Path, measure: str = "normalised_ours") -> 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     algos = list(dict.fromkeys(r["algo"] for r in rows))
     width = 0.8 / max(1, len(algos))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(tasks) * max(1, len(algos)) * 0.5 + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.8 * len(tasks) * len(algos)), 3.5))
     for j, algo in enumerate(algos):
         xs, ys, errs = [], [], []
         for i, task in enumerate(tasks):
