@@ -18,7 +18,7 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -90,14 +90,26 @@ def markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` a temporary file beside `path`, then rename it into place: a reader sees
+    the old file or the whole new one."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
+
+    _replace(path, write)
 
 
 def plot(rows: Sequence[dict], path: Path, measure: str = "normalised_ours") -> None:
@@ -128,10 +140,10 @@ def plot(rows: Sequence[dict], path: Path, measure: str = "normalised_ours") -> 
     ax.set_title("mean over seeds, 95% intervals")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        _replace(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def write_report(cells: Sequence[dict], out: str | os.PathLike, *, plot_measure: str = "normalised_ours") -> list[dict]:
@@ -143,8 +155,6 @@ def write_report(cells: Sequence[dict], out: str | os.PathLike, *, plot_measure:
     _write_csv(out / "cells.csv", cells, CELL_FIELDS)
     summary_fields = ["task", "algo", "seeds"] + [f for m in MEASURES for f in (m, f"{m}_ci95")]
     _write_csv(out / "table.csv", rows, summary_fields)
-    tmp = out / f".table.md.tmp-{os.getpid()}"
-    tmp.write_text(markdown(rows))
-    os.replace(tmp, out / "table.md")
+    _replace(out / "table.md", lambda tmp: tmp.write_text(markdown(rows)))
     plot(rows, out / "table.png", plot_measure)
     return rows
