@@ -166,8 +166,8 @@ class Learner:
         positions, index = torch.unique(batch.positions, return_inverse=True)
         hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
         logits = model.get_output_embeddings()(hidden)  # (U, V)
-        if self.config.algo in ("ilql", "mc"):
-            hidden = scale_gradient(hidden, self.config.head_grad_scale)  # what the heads read
+        # What the heads read: head_grad_scale (1 unless ILQL or MC asks) of their gradient reaches the model.
+        hidden = scale_gradient(hidden, self.config.head_grad_scale)
         return StepStates(logits, hidden, index)
 
     def _accumulate(self, episodes, loss_fn, weight: float = 1.0) -> tuple[dict[str, float], float]:
