@@ -245,3 +245,39 @@ def test_ilql_starts_from_the_heads_of_an_mc_checkpoint_and_fresh_after_bc(tmp_p
     assert torch.equal(heads_of(from_mc), heads_of(mc))
     assert torch.equal(heads_of(from_bc), heads_of(fresh))
     assert not torch.equal(heads_of(from_mc), heads_of(fresh))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("algo", ["bc", "ilql"])
+def test_an_update_on_cuda_in_bf16_follows_the_fp32_cpu_update(algo):
+    """Mixed precision on CUDA: the loss of the same update is within bf16's error of the
+    fp32 CPU learner's, and the weights stay fp32 and move by about the same amount."""
+    rows = rows_of("wordle", 4)
+    overrides = ["warmup_updates=0"]
+    cpu = Learner(load_config(algo, task="wordle", overrides=overrides))
+    gpu = Learner(load_config(algo, task="wordle", overrides=overrides), device="cuda")
+    assert torch.equal(params(cpu), params(gpu).cpu())
+    before = params(cpu)
+    a, b = cpu.update(rows), gpu.update(rows)
+    assert b[f"{algo}/loss"] == pytest.approx(a[f"{algo}/loss"], rel=0.02)
+    assert all(p.dtype == torch.float32 for p in gpu._modules_parameters())
+    step_cpu, step_gpu = params(cpu) - before, params(gpu).cpu() - before
+    assert torch.nn.functional.cosine_similarity(step_cpu, step_gpu, dim=0) > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for the learner actor")
+def test_a_learner_actor_on_a_gpu_takes_the_in_process_update(ray_local, wordle_data):
+    from lmrl_ray.learners.group import read_dataset
+
+    cfg = load_config("bc", task="wordle", overrides=["batch_episodes=4", "warmup_updates=0", "num_learners=1",
+                                                      "gpus_per_learner=1"])
+    group = LearnerGroup(cfg, wordle_data)
+    try:
+        local = Learner(load_config("bc", task="wordle", overrides=["batch_episodes=4", "warmup_updates=0"]),
+                        device="cuda")
+        indices = [0, 5, 9, 14]
+        rows = read_dataset(wordle_data, cfg).take(pa.array(indices)).to_pylist()
+        remote, here = group.update(indices), local.update(rows)
+        assert remote["bc/loss"] == pytest.approx(here["bc/loss"], rel=1e-3)
+    finally:
+        group.shutdown()

@@ -292,3 +292,21 @@ def test_nccl_broadcast_to_a_gpu_engine(ray_local, reference):
         assert [c.token_ids for c in greedy] == [c.token_ids for c in expected.generate(PROMPTS, GREEDY)]
     finally:
         pool.shutdown()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for the engine actor")
+def test_a_gpu_engine_actor_takes_weights_through_the_object_store(ray_local, reference):
+    """One engine actor holding a GPU: new weights reach it through the object store and
+    its greedy output equals an in-process CUDA engine's with the same weights."""
+    factory = functools.partial(HFEngine.load, "tiny", device="cuda")
+    pool = EnginePool(factory, EnginePoolConfig(num_engines=1, num_cpus_per_engine=0.5, num_gpus_per_engine=1))
+    try:
+        state = perturbed(reference.model.state_dict(), seed=321)
+        pool.set_weights(state, 1, transport="object_store")
+        expected = HFEngine.load("tiny", device="cuda")
+        expected.set_weights(state, 1)
+        greedy = pool.generate(PROMPTS, GREEDY)
+        assert [c.token_ids for c in greedy] == [c.token_ids for c in expected.generate(PROMPTS, GREEDY)]
+        assert pool.version == 1
+    finally:
+        pool.shutdown()
