@@ -74,6 +74,20 @@ def test_rewards_sit_on_the_last_token_of_each_agent_turn_and_done_on_the_last(t
     others = torch.ones_like(batch.dones, dtype=torch.bool)
     others[ends] = False
     assert torch.equal(batch.next_step[others], torch.nonzero(others).flatten() + 1)
+    assert torch.equal(batch.turn_ends, is_last.float())  # a maze turn ends with its newline
+
+
+def test_turn_ends_mark_the_last_token_of_each_agent_turn_in_a_packed_transcript(tokenizer):
+    rows = rows_of("wordle", 2, seed=4)
+    batch = Collator(tokenizer, view_of("wordle"), max_tokens=1024)(rows)
+    turns = sum(1 for r in rows for t in r["turns"] if t["role"] == AGENT)
+    assert int(batch.turn_ends.sum()) == turns
+    # the next step after a turn's end skips the environment's tokens; inside a turn it is the next token
+    ends = (batch.turn_ends > 0) & (batch.next_step >= 0)
+    gap = batch.positions[batch.next_step[ends]] - batch.positions[ends]
+    assert torch.all(gap > 1)
+    inside = (batch.turn_ends == 0)
+    assert torch.all(batch.positions[batch.next_step[inside]] - batch.positions[inside] == 1)
 
 
 def test_returns_are_discounted_sums_along_the_steps(tokenizer):

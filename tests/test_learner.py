@@ -208,6 +208,49 @@ def test_freeze_lm_trains_the_heads_alone():
         load_config("bc", task="wordle", overrides=["freeze_lm=true"])
 
 
+def test_freeze_lm_caches_hidden_states_without_changing_the_update():
+    rows = rows_of("wordle", 4)
+    overrides = ["warmup_updates=0", "freeze_lm=true"]
+    cached = Learner(load_config("ilql", task="wordle", overrides=overrides))
+    plain = Learner(load_config("ilql", task="wordle", overrides=overrides + ["feature_cache_mb=0"]))
+    for _ in range(2):  # the second update reads the cache
+        a, b = cached.update(rows), plain.update(rows)
+        assert a["ilql/loss"] == pytest.approx(b["ilql/loss"], rel=1e-5)
+    assert len(cached._feature_cache) == 4 and not plain._feature_cache  # one packed sequence per episode
+    assert torch.allclose(params(cached), params(plain), atol=1e-6)
+
+
+def test_turn_bootstrap_regresses_every_token_of_a_turn_on_the_next_turn():
+    """bootstrap=turn is ILQL with lambda 1 inside each agent turn and td_lambda where a
+    turn ends: its Q loss equals ilql_loss's with that hand-built lambda per step."""
+    from lmrl_ray.learners.ilql import ilql_loss
+    from lmrl_ray.learners.ops import next_state_values
+
+    rows = rows_of("maze", 2, seed=5)
+    learner = Learner(load_config("ilql", task="maze", overrides=["bootstrap=turn", "td_lambda=0.3"]))
+    batch = learner.collator(rows)
+    lam = torch.tensor([0.3 if end else 1.0 for end in batch.turn_ends.tolist()])
+    assert 0 < int(batch.turn_ends.sum()) < len(lam)
+    c = learner.config
+    with torch.no_grad():
+        states = learner.forward(batch)
+        _, metrics = learner.algo.loss(states, learner.heads, batch)
+        q1, q2, t1, t2, v = learner.heads(states.hidden)
+        v = v[states.index]
+        args = (q1, q2, t1, t2, v, next_state_values(v, batch.next_step), batch.actions, batch.rewards, batch.dones,
+                batch.action_mask)
+        kwargs = dict(gamma=c.gamma, tau=c.expectile, cql_weight=c.cql_weight, index=states.index,
+                      next_step=batch.next_step)
+        _, want = ilql_loss(*args, **kwargs, td_lambda=lam)
+        _, token_level = ilql_loss(*args, **kwargs, td_lambda=0.3)
+    assert metrics["ilql/q_loss"] == pytest.approx(want["ilql/q_loss"], rel=1e-6)
+    assert metrics["ilql/q_loss"] != pytest.approx(token_level["ilql/q_loss"], rel=1e-3)
+    with pytest.raises(ValueError, match="bootstrap"):
+        load_config("ilql", task="maze", overrides=["bootstrap=sentence"])
+    with pytest.raises(ValueError, match="bootstrap applies to ilql"):
+        load_config("mc", task="maze", overrides=["bootstrap=turn"])
+
+
 def test_head_grad_scale_scales_what_the_value_losses_send_into_the_model():
     rows = rows_of("wordle", 4)
 

@@ -108,6 +108,12 @@ def test_lambda_returns_by_hand_and_at_their_limits():
     assert monte_carlo.tolist() == pytest.approx([-0.9, -1.0, 0.0, -1.9, -1.0])
     with pytest.raises(ValueError, match="lambda"):
         lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=1.5)
+    # One lambda per step: 1 inside a turn (steps 0 and 3 here), 0 where it ends.
+    per_step = lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=torch.tensor([1.0, 0, 0, 1, 0]))
+    z1, z4 = -1.0 + g * 4.0, -1.0
+    assert per_step.tolist() == pytest.approx([0.0 + g * z1, z1, 0.0, -1.0 + g * z4, z4])
+    with pytest.raises(ValueError, match="2 lambdas for 5 steps"):
+        lambda_returns(rewards, v_next, dones, next_step, gamma=g, lam=torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError, match="not a later one"):
         lambda_returns(rewards, v_next, dones, torch.tensor([1, 0, -1, 4, -1]), gamma=g, lam=lam)
 

@@ -36,6 +36,8 @@ compactly, N of them, episode by episode in order:
                      `v[next_step]`
 - `returns[n]`     = the discounted return-to-go sum_k gamma^k r_{n+k} along `next_step`
                      (MC Returns' target)
+- `turn_ends[n]`   = 1 when a_t is the last token of its agent turn (the token after it
+                     is not an agent token, or there is none), else 0
 
 Only agent steps reach the language-model head and the value heads, which is most of
 the saving for tasks whose observations are long and actions short. Identical sequences
@@ -96,6 +98,7 @@ class Batch:
     num_episodes: int
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,): the episodes' extras
     episode_steps: list[int] = field(default_factory=list)  # agent steps of each episode, in order
+    turn_ends: torch.Tensor | None = None  # (N,) float: 1 where a_t is its agent turn's last token
 
     @property
     def num_agent_tokens(self) -> int:
@@ -201,6 +204,7 @@ class Collator:
         unique: list[EncodedSequence] = []
         steps: list[tuple[int, int]] = []  # (row, t) per agent step, episode by episode
         step_rewards: list[float] = []
+        step_turn_ends: list[float] = []
         episode_ends: list[int] = []
         for episode in episodes:
             for s in episode.sequences:
@@ -214,6 +218,7 @@ class Collator:
                     if s.agent[p]:
                         steps.append((b, p - 1))
                         step_rewards.append(s.rewards[p])
+                        step_turn_ends.append(float(p + 1 == len(s.ids) or not s.agent[p + 1]))
             episode_ends.append(len(steps))
         if not steps:
             raise ValueError("collate: no agent turns in these episodes")
@@ -251,7 +256,7 @@ class Collator:
         episode_steps = [end - start for start, end in zip([0, *episode_ends[:-1]], episode_ends)]
         return Batch(
             input_ids, attention_mask, row * T + t, input_ids[row, t + 1], rewards, dones, next_step, returns,
-            len(episodes), extras, episode_steps,
+            len(episodes), extras, episode_steps, torch.tensor(step_turn_ends),
         )
 
 

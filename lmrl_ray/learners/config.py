@@ -79,10 +79,20 @@ class TrainConfig:
     freeze_lm: bool = False
     """ILQL and MC: train the heads only; the language model stays the checkpoint's
     (pi_beta is then exactly the starting policy, and an update needs no backward pass
-    through the model)."""
+    through the model). The hidden states of the sequences seen are then cached (see
+    `feature_cache_mb`), so later batches run only the heads on them."""
+    feature_cache_mb: int = 1024
+    """With freeze_lm: at most this many MiB of cached hidden states (one entry per
+    distinct sequence; once full, new sequences are computed each time); 0 turns the cache
+    off."""
     td_lambda: float = 0.0
     """ILQL: lambda of the TD(lambda) Q targets along each episode (0: the paper's one-step
     target; larger values carry rewards back over more steps per update)."""
+    bootstrap: str = "token"
+    """ILQL: where Q's targets bootstrap from V. "token" (the paper's): V at the next
+    token. "turn": V at the first token of the next agent turn, for every token of a turn
+    (lambda 1 inside the turn, `td_lambda` across turns), so a reward crosses a whole
+    utterance in one step."""
     head_grad_scale: float = 1.0
     """ILQL and MC: the fraction of the heads' gradient that reaches the language model
     (1: all of it; small values let the value losses shape the hidden states without
@@ -163,7 +173,7 @@ class TrainConfig:
         for name in ("warmup_updates", "weight_decay", "grad_clip_norm", "num_learners", "eval_episodes", "head_width",
                      "cql_weight", "bc_weight", "beta", "value_clip", "vf_coef", "kl_coef", "kl_target",
                      "offline_bc_weight", "num_rollout_workers", "num_engines", "cpus_per_rollout_worker",
-                     "cpus_per_engine", "gpus_per_engine", "eval_every_iterations"):
+                     "cpus_per_engine", "gpus_per_engine", "eval_every_iterations", "feature_cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -185,6 +195,10 @@ class TrainConfig:
             raise ValueError(f"td_lambda must be in [0, 1], got {self.td_lambda}")
         if self.td_lambda > 0.0 and self.algo != "ilql":
             raise ValueError(f"td_lambda applies to ilql, not {self.algo}")
+        if self.bootstrap not in ("token", "turn"):
+            raise ValueError(f"bootstrap must be 'token' or 'turn', got {self.bootstrap!r}")
+        if self.bootstrap != "token" and self.algo != "ilql":
+            raise ValueError(f"bootstrap applies to ilql, not {self.algo}")
         if not 0.0 <= self.head_grad_scale <= 1.0:
             raise ValueError(f"head_grad_scale must be in [0, 1], got {self.head_grad_scale}")
         if self.head_grad_scale != 1.0 and self.algo not in ("ilql", "mc"):

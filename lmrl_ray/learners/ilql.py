@@ -5,6 +5,9 @@ For every agent step t (state s_t = the tokens read so far, action a_t = the nex
     y_t     = r_t + gamma * (1 - done_t) * V(s_{t+1})                    (Q target, V stop-grad)
               or, with td_lambda > 0, the TD(lambda) target along the episode
               (`ops.lambda_returns`; 0 is the paper's one-step target)
+              or, with bootstrap = "turn", lambda 1 inside each agent turn: every token of
+              a turn is regressed on the turn's discounted reward plus V at the first
+              token of the next agent turn (utterance-level bootstrapping)
     L_Q     = E[(Q1(s_t, a_t) - y_t)^2 + (Q2(s_t, a_t) - y_t)^2]
     L_V     = E[L2^tau(Qhat(s_t, a_t) - V(s_t))],  Qhat = min(Q1', Q2')   (target heads)
     L2^tau(u) = |tau - 1(u < 0)| * u^2                                  (expectile regression)
@@ -49,18 +52,18 @@ def ilql_loss(
     cql_weight: float,
     index: torch.Tensor | None = None,
     next_step: torch.Tensor | None = None,
-    td_lambda: float = 0.0,
+    td_lambda: float | torch.Tensor = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """q1, q2, target_q1, target_q2: (B, T, V) at steps t; v, v_next: (B, T) = V(s_t),
     V(s_{t+1}); actions, rewards, dones, mask: (B, T). Returns (L_ILQL, metrics).
 
     With `index`, the four Q tensors are (U, V), one row per distinct state, and step n
-    reads row index[n] (v and v_next are per step). `td_lambda` > 0 bootstraps with
-    TD(lambda) targets along `next_step` (flat (N,) steps only)."""
+    reads row index[n] (v and v_next are per step). `td_lambda` > 0 (one number, or one
+    per step) bootstraps with TD(lambda) targets along `next_step` (flat (N,) steps only)."""
     q1_a = gather_actions(q1, actions, index)  # (B, T): Q1(s_t, a_t)
     q2_a = gather_actions(q2, actions, index)
     q_hat = torch.minimum(gather_actions(target_q1, actions, index), gather_actions(target_q2, actions, index)).detach()
-    if td_lambda > 0.0:
+    if isinstance(td_lambda, torch.Tensor) or td_lambda > 0.0:
         if next_step is None:
             raise ValueError("ilql_loss: td_lambda needs next_step")
         y = lambda_returns(rewards, v_next.detach(), dones, next_step, gamma=gamma, lam=td_lambda)
@@ -99,10 +102,13 @@ class ILQL:
         q1, q2, target_q1, target_q2, v = heads(states.hidden)  # (U, V) x 4, (U,): per distinct state
         v = v[states.index]  # (N,): V(s_t) per step
         v_next = next_state_values(v, batch.next_step)  # (N,): V(s_{t+1}), 0 at the end
+        td_lambda = c.td_lambda
+        if c.bootstrap == "turn":  # lambda 1 inside a turn, td_lambda where the turn ends
+            td_lambda = torch.where(batch.turn_ends > 0, c.td_lambda, 1.0)
         loss, metrics = ilql_loss(
             q1, q2, target_q1, target_q2, v, v_next, batch.actions, batch.rewards, batch.dones, batch.action_mask,
             gamma=c.gamma, tau=c.expectile, cql_weight=c.cql_weight, index=states.index,
-            next_step=batch.next_step, td_lambda=c.td_lambda,
+            next_step=batch.next_step, td_lambda=td_lambda,
         )
         return with_bc_term(loss, metrics, states, batch, c.bc_weight)
 

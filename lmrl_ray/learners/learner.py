@@ -110,6 +110,9 @@ class Learner:
             gamma=config.gamma,
         )
         self.step = 0
+        # freeze_lm: each distinct sequence's final hidden states (T_i, H), by its token ids.
+        self._feature_cache: dict[bytes, torch.Tensor] = {}
+        self._feature_cache_bytes = 0
 
     def _init_heads_from(self, model: str) -> None:
         """Start the heads from the starting checkpoint's when it has heads of the same
@@ -159,16 +162,39 @@ class Learner:
         LM head runs only at the distinct positions the steps read (steps that share a
         sequence share them)."""
         model = model if model is not None else self.model
-        with torch.no_grad() if self.config.freeze_lm else nullcontext():
-            out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        # The base model's last hidden state is after the final layer norm: the input of
-        # the LM head, which is what the value-guided decoder applies the heads to.
         positions, index = torch.unique(batch.positions, return_inverse=True)
-        hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
+        if self.config.freeze_lm and model is self.model:
+            hidden = self._frozen_hidden(batch, positions)
+        else:
+            out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            # The base model's last hidden state is after the final layer norm: the input of
+            # the LM head, which is what the value-guided decoder applies the heads to.
+            hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
         logits = model.get_output_embeddings()(hidden)  # (U, V)
         # What the heads read: head_grad_scale (1 unless ILQL or MC asks) of their gradient reaches the model.
         hidden = scale_gradient(hidden, self.config.head_grad_scale)
         return StepStates(logits, hidden, index)
+
+    @torch.no_grad()
+    def _frozen_hidden(self, batch, positions: torch.Tensor) -> torch.Tensor:
+        """The frozen model's final hidden states at `positions` (U,), from the cache of
+        each sequence's states where it has them; the sequences it lacks run in one
+        forward and are added while the cache has room (`feature_cache_mb`)."""
+        T = batch.input_ids.shape[1]
+        lengths = batch.attention_mask.sum(-1).tolist()  # right-padded: the first lengths[b] are real
+        keys = [batch.input_ids[b, :n].cpu().numpy().tobytes() for b, n in enumerate(lengths)]
+        missing = sorted({b for b in range(len(keys)) if keys[b] not in self._feature_cache})
+        rows: dict[int, torch.Tensor] = {b: self._feature_cache[keys[b]] for b in range(len(keys)) if b not in missing}
+        if missing:
+            chosen = torch.tensor(missing, device=batch.input_ids.device)
+            out = self.model.base_model(input_ids=batch.input_ids[chosen], attention_mask=batch.attention_mask[chosen])
+            for i, b in enumerate(missing):
+                rows[b] = states = out.last_hidden_state[i, : lengths[b]].detach()
+                size = states.numel() * states.element_size()
+                if self._feature_cache_bytes + size <= self.config.feature_cache_mb * 2**20:
+                    self._feature_cache[keys[b]] = states
+                    self._feature_cache_bytes += size
+        return torch.stack([rows[b][t] for b, t in zip((positions // T).tolist(), (positions % T).tolist())])
 
     def _accumulate(self, episodes, loss_fn, weight: float = 1.0) -> tuple[dict[str, float], float]:
         """Add the gradient of `weight` x the loss over `episodes` (this learner's share of

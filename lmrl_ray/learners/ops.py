@@ -47,17 +47,27 @@ def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def lambda_returns(
-    rewards: torch.Tensor, v_next: torch.Tensor, dones: torch.Tensor, next_step: torch.Tensor, *, gamma: float, lam: float
+    rewards: torch.Tensor,
+    v_next: torch.Tensor,
+    dones: torch.Tensor,
+    next_step: torch.Tensor,
+    *,
+    gamma: float,
+    lam: float | torch.Tensor,
 ) -> torch.Tensor:
     """TD(lambda) targets per step, all (N,), steps chained by `next_step` (-1 at an end):
 
-        y_n = r_n + gamma * (1 - done_n) * ((1 - lam) * V(s_{n+1}) + lam * y_{next_step[n]})
+        y_n = r_n + gamma * (1 - done_n) * ((1 - lam_n) * V(s_{n+1}) + lam_n * y_{next_step[n]})
 
     lam = 0 is the one-step target r + gamma * V(s'); lam = 1 the discounted return-to-go.
-    `next_step[n]` must be greater than n (the collate lists steps in episode order)."""
-    if not 0.0 <= lam <= 1.0:
+    `lam` is one number or one per step (N,). `next_step[n]` must be greater than n (the
+    collate lists steps in episode order)."""
+    lams = lam.tolist() if isinstance(lam, torch.Tensor) else [float(lam)] * len(rewards)
+    if len(lams) != len(rewards):
+        raise ValueError(f"lambda_returns: {len(lams)} lambdas for {len(rewards)} steps")
+    if not all(0.0 <= x <= 1.0 for x in lams):
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
-    if lam == 0.0:
+    if not any(lams):
         return rewards + gamma * (1.0 - dones) * v_next
     r, v, d, nxt = rewards.tolist(), v_next.tolist(), dones.tolist(), next_step.tolist()
     y = [0.0] * len(r)
@@ -67,5 +77,5 @@ def lambda_returns(
             continue
         if nxt[n] <= n:
             raise ValueError(f"lambda_returns: step {n} is followed by step {nxt[n]}, not a later one")
-        y[n] = r[n] + gamma * ((1.0 - lam) * v[n] + lam * y[nxt[n]])
+        y[n] = r[n] + gamma * ((1.0 - lams[n]) * v[n] + lams[n] * y[nxt[n]])
     return torch.tensor(y, dtype=rewards.dtype, device=rewards.device)
