@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/learner.py
 	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/benchmark_cells.py
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) bash scripts/setup.sh

@@ -269,6 +269,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Every (task, algorithm, seed) cell as a Ray task; the table with 95% intervals."""
+    from lmrl_ray.benchmark import run_benchmark
+    from lmrl_ray.benchmark_table import markdown
+
+    result = run_benchmark(
+        args.tasks.split(","), args.algos.split(","), args.seeds, out=args.out, preset=args.preset, model=args.model,
+        workers=args.workers, overrides=args.overrides, data_episodes=args.data_episodes,
+        eval_episodes=args.eval_episodes, gpus_per_cell=args.gpus_per_cell, progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("rows", "seconds", "workers")}))
+        return 0
+    print(markdown(result["rows"]))
+    print(f"\n{len(result['cells'])} cells in {result['seconds']:.0f} s; report in {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: Maze data, BC and ILQL on the embedded model, both evaluated."""
     from lmrl_ray.demo import format_table, run_demo
@@ -310,6 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("benchmark", help="the table: every (task, algo, seed) cell as a Ray task, 95%% intervals")
+    p.add_argument("--tasks", required=True, help="comma-separated, e.g. maze,wordle")
+    p.add_argument("--algos", required=True, help="comma-separated, e.g. bc,filtered-bc,mc,ilql,ppo")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per (task, algo)")
+    p.add_argument("--preset", choices=["local", "paper"], default="local",
+                   help="local: small data, short runs, the tiny model; paper: Table 1's data sizes, needs --model")
+    p.add_argument("--model", default=None, help="the starting model (default: the preset's; 'paper' needs a folder)")
+    p.add_argument("--out", default="runs/benchmark", help="data, runs, cells/*.json and the report (resumed)")
+    p.add_argument("--workers", type=int, default=None, help="cells at a time (default: as the cluster's CPUs allow)")
+    p.add_argument("--data-episodes", type=int, default=None, help="override the preset's dataset size")
+    p.add_argument("--eval-episodes", type=int, default=None, help="override the preset's evaluation episodes")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every training run")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("train", help="RL: offline (bc, filtered-bc, mc, ilql) or online (ppo, online-filtered-bc)")
     p.add_argument("task", choices=envs.names(), metavar="TASK")
@@ -386,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     # interleave with a positional list; they arrive as unknown arguments.
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        if getattr(args, "command", None) != "train" or not all("=" in u and not u.startswith("-") for u in unknown):
+        if getattr(args, "command", None) not in ("train", "benchmark") or not all("=" in u and not u.startswith("-") for u in unknown):
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = list(args.overrides) + unknown
     if isinstance(getattr(args, "episodes", None), int) and args.episodes < 1:

@@ -1,0 +1,231 @@
+"""`lmrl-ray benchmark`: the table of algorithms against tasks, with seeds and intervals.
+
+Every (task, algorithm, seed) cell is its own Ray task (one CPU, or `gpus_per_cell`
+GPUs), so a cluster runs the cells side by side and a laptop runs as many as it has
+cores. A cell generates nothing itself: each task's offline data is generated once
+(seed 0, shared by every cell of that task, as the paper's algorithms shared one
+dataset), then the cell trains BC from the preset's model and, for every other
+algorithm, trains that algorithm from its own BC checkpoint (the paper starts every RL
+method from BC), and evaluates the final checkpoint. Its result is written to
+`cells/<task>-<algo>-seed<k>.json` (whole, then renamed), so a benchmark that is stopped
+and run again keeps the cells already done. The summary (mean and 95% interval over
+seeds, raw and normalised) goes to table.md, table.csv, cells.csv and table.png
+(`benchmark_table.write_report`).
+
+Presets:
+- `local`: small datasets, short runs, the embedded tiny model; for a 2-core laptop.
+- `paper`: the paper's dataset sizes (its Table 1) and longer runs on a model from a
+  local folder (`--model`, e.g. GPT-2 saved with `save_pretrained`); for clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from lmrl_ray import envs
+from lmrl_ray.benchmark_table import write_report
+from lmrl_ray.data.datagen import PAPER_TABLE_1
+
+OFFLINE = ("bc", "filtered-bc", "mc", "ilql")
+ONLINE = ("ppo", "online-filtered-bc")
+
+
+@dataclass(frozen=True)
+class Preset:
+    data_episodes: dict[str, int]  # per task; tasks not named take `default_episodes`
+    default_episodes: int
+    train: dict[str, list[str]]  # per algorithm: key=value overrides of its config
+    eval_episodes: int
+    model: str | None  # None: --model is required
+    common: list[str] = field(default_factory=list)  # overrides for every algorithm
+
+    def episodes(self, task: str) -> int:
+        return self.data_episodes.get(task, self.default_episodes)
+
+
+PRESETS = {
+    "local": Preset(
+        data_episodes={"maze": 1240, "maze-po": 1240},
+        default_episodes=256,
+        train={
+            "bc": ["updates=40"], "filtered-bc": ["updates=40"], "mc": ["updates=100", "freeze_lm=true"],
+            "ilql": ["updates=300", "freeze_lm=true", "polyak=0.1"],
+            "ppo": ["iterations=4", "episodes_per_iteration=32"],
+            "online-filtered-bc": ["iterations=4", "episodes_per_iteration=32"],
+        },
+        common=["batch_episodes=32", "lr=1e-3", "keep_checkpoints=1"],
+        eval_episodes=50,
+        model="tiny",
+    ),
+    # The paper's Table 1 dataset sizes; its GPT-2 runs used lr 1e-4.
+    "paper": Preset(
+        data_episodes={task: row[0] for task, row in PAPER_TABLE_1.items()},
+        default_episodes=10_000,
+        train={
+            "bc": ["updates=5000"], "filtered-bc": ["updates=5000"], "mc": ["updates=5000"], "ilql": ["updates=5000"],
+            "ppo": ["iterations=100"], "online-filtered-bc": ["iterations=100"],
+        },
+        common=["batch_episodes=64", "lr=1e-4", "keep_checkpoints=2"],
+        eval_episodes=100,
+        model=None,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    algo: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.algo}-seed{self.seed}"
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, overrides: Sequence[str] = (),
+             progress: bool = False) -> dict:
+    """Train and evaluate one cell under `out/runs/<cell>`; returns its result row (also
+    written to `out/cells/<cell>.json`). Resumes the training runs it finds."""
+    import torch
+
+    from lmrl_ray.evaluation import evaluate_checkpoint
+    from lmrl_ray.learners.config import load_config
+    from lmrl_ray.train import train_offline
+
+    torch.set_num_threads(1)  # one core per cell: cells run side by side
+    started = time.perf_counter()
+    root = Path(out) / "runs" / cell.name
+
+    def train(algo: str, start: str) -> str:
+        config = load_config(algo, task=cell.task, model=start,
+                             overrides=[*preset.common, *preset.train.get(algo, []), *overrides, f"seed={cell.seed}"])
+        if algo in ONLINE:
+            from lmrl_ray.train_online import train_online
+
+            return train_online(config, out=root / algo, data=data, resume=True, progress=progress)["checkpoint"]
+        return train_offline(config, data=data, out=root / algo, resume=True, progress=progress)["checkpoint"]
+
+    checkpoint = train("bc", model)
+    if cell.algo != "bc":
+        checkpoint = train(cell.algo, checkpoint)
+    result = evaluate_checkpoint(checkpoint, episodes=preset.eval_episodes, seed=cell.seed, engine="hf")
+    row = {
+        "task": cell.task, "algo": cell.algo, "seed": cell.seed,
+        **{k: result[k] for k in ("mean_return", "ci95", "success_rate", "mean_turns", "normalised_paper",
+                                  "normalised_ours", "episodes", "decoding")},
+        "checkpoint": str(checkpoint), "seconds": time.perf_counter() - started,
+    }
+    cells = Path(out) / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    _write_json(cells / f"{cell.name}.json", row)
+    return row
+
+
+def _check(tasks: Sequence[str], algos: Sequence[str], seeds: int, preset: str) -> Preset:
+    for task in tasks:
+        envs.spec(task)  # names the valid tasks when it is not one
+    unknown = [a for a in algos if a not in OFFLINE + ONLINE]
+    if unknown:
+        raise ValueError(f"unknown algorithms {unknown}; valid: {', '.join(OFFLINE + ONLINE)}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def run_benchmark(
+    tasks: Sequence[str],
+    algos: Sequence[str],
+    seeds: int,
+    *,
+    out: str | os.PathLike,
+    preset: str = "local",
+    model: str | None = None,
+    workers: int | None = None,
+    overrides: Sequence[str] = (),
+    data_episodes: int | None = None,
+    eval_episodes: int | None = None,
+    gpus_per_cell: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """Run every (task, algo, seed) cell, at most `workers` at a time (None: as many as
+    the cluster's CPUs allow), and write the report under `out`. `data_episodes` and
+    `eval_episodes` override the preset's. Returns {"rows": summary rows, "cells": cell
+    rows, "seconds": wall time, "workers": workers}."""
+    import ray
+
+    from lmrl_ray.data.datagen import generate
+    from lmrl_ray.ray_utils import init_ray
+
+    chosen = _check(tasks, algos, seeds, preset)
+    model = model or chosen.model
+    if model is None:
+        raise ValueError(f"the {preset!r} preset needs --model (a local Hugging Face folder, e.g. GPT-2)")
+    if data_episodes is not None or eval_episodes is not None:
+        chosen = Preset({} if data_episodes else chosen.data_episodes, data_episodes or chosen.default_episodes,
+                        chosen.train, eval_episodes or chosen.eval_episodes, chosen.model, chosen.common)
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    started = time.perf_counter()
+    out = Path(out).resolve()  # Ray workers may run in another directory
+    data = {}
+    for task in tasks:
+        data[task] = str(out / "data" / task)
+        generate(task, chosen.episodes(task), data[task], seed=0, workers=0, progress=progress)
+
+    init_ray()
+    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=1)(run_cell)
+    cells = [Cell(t, a, s) for t in tasks for a in algos for s in range(seeds)]
+    done: list[dict] = []
+    todo = []
+    for cell in cells:
+        saved = out / "cells" / f"{cell.name}.json"
+        if saved.is_file():
+            done.append(json.loads(saved.read_text()))
+        else:
+            todo.append(cell)
+    limit = workers or len(todo) or 1
+    pending: dict = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(cells), initial=len(done), desc="benchmark", unit="cell")
+    try:
+        while todo or pending:
+            while todo and len(pending) < limit:
+                cell = todo.pop(0)
+                ref = remote.remote(cell, data=data[cell.task], out=str(out), preset=chosen, model=model,
+                                    overrides=list(overrides))
+                pending[ref] = cell
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                cell = pending.pop(ref)
+                try:
+                    done.append(ray.get(ref))
+                except ray.exceptions.RayTaskError as err:
+                    raise RuntimeError(f"benchmark cell {cell.name} failed: {err.cause!r}") from None
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        for ref in pending:
+            ray.cancel(ref)
+    order = {c.name: i for i, c in enumerate(cells)}
+    done.sort(key=lambda r: order.get(Cell(r["task"], r["algo"], r["seed"]).name, len(order)))
+    rows = write_report(done, out)
+    return {"rows": rows, "cells": done, "seconds": time.perf_counter() - started, "workers": workers}

@@ -1,0 +1,57 @@
+"""`lmrl-ray benchmark`: cells as Ray tasks, the report with intervals over seeds, resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from lmrl_ray.benchmark import run_benchmark
+from lmrl_ray.benchmark_table import mean_ci
+from lmrl_ray.cli import main
+
+TINY = ["updates=1", "batch_episodes=4"]
+
+
+@pytest.mark.slow
+def test_a_tiny_benchmark_writes_the_table_csv_and_plot_with_intervals_over_seeds(ray_local, tmp_path):
+    out = tmp_path / "bench"
+    result = run_benchmark(["maze", "wordle"], ["bc", "filtered-bc"], 2, out=out, overrides=TINY, data_episodes=16,
+                           eval_episodes=4, workers=2, progress=False)
+    cells = result["cells"]
+    assert sorted((c["task"], c["algo"], c["seed"]) for c in cells) == sorted(
+        (t, a, s) for t in ("maze", "wordle") for a in ("bc", "filtered-bc") for s in (0, 1))
+    assert all(c["episodes"] == 4 and math.isfinite(c["mean_return"]) for c in cells)
+    with open(out / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4
+    for row in table:
+        mine = [c["mean_return"] for c in cells if (c["task"], c["algo"]) == (row["task"], row["algo"])]
+        mean, half = mean_ci(mine)
+        # Student's t with 1 degree of freedom for two seeds
+        assert half == pytest.approx(12.706 * abs(mine[0] - mine[1]) / 2, rel=1e-3)
+        assert float(row["mean_return"]) == pytest.approx(mean) and float(row["mean_return_ci95"]) == pytest.approx(half)
+        assert row["seeds"] == "2"
+    assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "maze" in (out / "table.md").read_text()
+    assert len(list((out / "cells").glob("*.json"))) == 8
+
+    # Run again: every cell is read back, none retrained (the saved seconds stay).
+    before = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    again = run_benchmark(["maze", "wordle"], ["bc", "filtered-bc"], 2, out=out, overrides=TINY, data_episodes=16,
+                          eval_episodes=4, progress=False)
+    assert {p.name: p.read_text() for p in (out / "cells").glob("*.json")} == before
+    assert [r["mean_return"] for r in again["rows"]] == [r["mean_return"] for r in result["rows"]]
+
+
+def test_bad_benchmark_input_is_named(tmp_path, capsys):
+    assert main(["benchmark", "--tasks", "mazes", "--algos", "bc", "--out", str(tmp_path)]) != 0
+    assert "mazes" in capsys.readouterr().err
+    assert main(["benchmark", "--tasks", "maze", "--algos", "bc,dqn", "--out", str(tmp_path)]) != 0
+    assert "dqn" in capsys.readouterr().err
+    assert main(["benchmark", "--tasks", "maze", "--algos", "bc", "--preset", "paper", "--out", str(tmp_path)]) != 0
+    assert "--model" in capsys.readouterr().err
+    assert main(["benchmark", "--tasks", "maze", "--algos", "bc", "--seeds", "0", "--out", str(tmp_path)]) != 0
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "cells").exists()
