@@ -287,6 +287,20 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulator_train(args: argparse.Namespace) -> int:
+    """Train an LM simulator on a dataset of its task's grounded dialogues."""
+    from lmrl_ray.simulators import train_simulator
+
+    result = train_simulator(args.task, args.data, args.out, model=args.model, overrides=args.overrides,
+                             progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.task} simulator: {result['updates']} updates, last loss {result['loss']:.4f}; "
+          f"{result['folder']} (weights sha256 {result['hash'][:16]})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: Maze data, BC and ILQL on the embedded model, both evaluated."""
     from lmrl_ray.demo import format_table, run_demo
@@ -344,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every training run")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("simulator", help="LM simulators for the dialogue tasks")
+    sim_sub = p.add_subparsers(dest="simulator_command", required=True)
+    q = sim_sub.add_parser("train", help="train an LM simulator on a dataset of grounded dialogues")
+    q.add_argument("task", choices=["twenty-questions", "guess-city"], metavar="TASK")
+    q.add_argument("--data", required=True, help="a replay store of the task's episodes (`lmrl-ray datagen`)")
+    q.add_argument("--out", required=True, help="the simulator's model folder (written atomically)")
+    q.add_argument("--model", default="tiny", help="the model to start from: 'tiny' or a local Hugging Face folder")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="BC config overrides, e.g. updates=500")
+    q.set_defaults(func=cmd_simulator_train)
 
     p = sub.add_parser("train", help="RL: offline (bc, filtered-bc, mc, ilql) or online (ppo, online-filtered-bc)")
     p.add_argument("task", choices=envs.names(), metavar="TASK")
@@ -420,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     # interleave with a positional list; they arrive as unknown arguments.
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        if getattr(args, "command", None) not in ("train", "benchmark") or not all("=" in u and not u.startswith("-") for u in unknown):
+        if getattr(args, "command", None) not in ("train", "benchmark", "simulator") or not all("=" in u and not u.startswith("-") for u in unknown):
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = list(args.overrides) + unknown
     if isinstance(getattr(args, "episodes", None), int) and args.episodes < 1:

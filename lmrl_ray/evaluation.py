@@ -216,7 +216,12 @@ def evaluate_checkpoint(
         "seed": seed,
         "engine": ENGINE_NAMES.get(type(engine_or_factory).__name__, engine) if num_workers == 0 else engine,
         "seconds": time.perf_counter() - started,
+        "simulator": (env_settings or {}).get("simulator"),
     }
+    if result["simulator"] == "lm":
+        from lmrl_ray.simulators import weights_hash
+
+        result["simulator_hash"] = weights_hash(env_settings["simulator_model"])
     if out is not None:
         from lmrl_ray.data.schema import to_table
         from lmrl_ray.data.store import ReplayStore

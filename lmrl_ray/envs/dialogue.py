@@ -6,11 +6,12 @@ agent from the secret and the dialogue so far. Two kinds stand behind this inter
 
 - *grounded* simulators answer from a knowledge table written by us: exact, and they
   cannot be talked into a wrong answer (the reference);
-- *LM* simulators (a later issue) are small language models distilled from grounded
-  dialogues and served by simulator replicas, as in the paper.
+- *LM* simulators (`lmrl_ray/simulators.py`; Twenty Questions and Guess My City so far)
+  are small language models distilled from grounded dialogues, as in the paper.
 
-An environment takes `simulator="grounded"` (the default) and builds its simulator with
-`build_simulator`, which names the valid kinds when asked for another.
+An environment takes `simulator="grounded"` (the default) or `simulator="lm"` with
+`simulator_model=FOLDER`, and builds its simulator with `build_simulator`, which names
+the valid kinds when asked for another.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class Simulator:
 
     def reply(self, transcript: Sequence[Turn]) -> str:
         raise NotImplementedError
+
+
+def lm_simulator(task: str, folder: str | None) -> Simulator:
+    """The LM simulator of `task` from the model folder `folder` (imported here: the
+    grounded environments need no torch)."""
+    from lmrl_ray.simulators import LMSimulator
+
+    return LMSimulator(task, folder)
 
 
 def build_simulator(task: str, kind: str, builders: Mapping[str, Callable[[], Simulator]]) -> Simulator:

@@ -1,0 +1,183 @@
+"""LM simulators: small language models distilled from the grounded simulators' dialogues.
+
+The paper's dialogue tasks answered the agent with GPT-2 models trained on dialogues;
+ours are trained on the dialogues of our grounded simulators (`envs/dialogue.py`), so
+the reference answer is known for every line and the LM simulator can be audited
+against it. Tasks: Twenty Questions and Guess My City (whose environments decide a
+win from their tables, never from the simulator's text).
+
+A simulator reads its secret and the dialogue so far, one line each, and writes its
+next line:
+
+    Secret: <the object or city>
+    Questions:
+    <the agent's question>
+    <the simulator's answer>     <- trained on, and generated
+    ...
+
+Training (`train_simulator`) is BC on the simulator's lines of a dataset's episodes,
+with the learners' BC loss; the simulator is a Hugging Face folder (safetensors), the
+embedded tiny model by default. `weights_hash` names its weights; evaluation records
+it with every result under an LM simulator. At play time an environment built with
+`simulator="lm", simulator_model=FOLDER` answers through an `HFEngine` over that folder,
+one per process and folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lmrl_ray import envs
+from lmrl_ray.envs.base import AGENT, ENV, Turn
+from lmrl_ray.envs.dialogue import Simulator
+
+SECRET_PREFIX = "Secret: "
+# What each task's simulator is told: the secret's name, read off the environment after reset.
+SECRETS: dict[str, Callable[[Any], str]] = {
+    "twenty-questions": lambda env: env.hidden_object.name,
+    "guess-city": lambda env: env.city.name,
+}
+MAX_REPLY_TOKENS = 32
+
+
+def _check_task(task: str) -> None:
+    if task not in SECRETS:
+        raise ValueError(f"no LM simulator for task {task!r}; tasks with one: {', '.join(SECRETS)}")
+
+
+def simulator_transcript(secret: str, transcript: Sequence[Turn]) -> list[Turn]:
+    """The dialogue as the simulator sees it: the secret first, then every line, the
+    environment's (its own) lines as AGENT turns and the agent's as ENV turns."""
+    swapped = [Turn(ENV, SECRET_PREFIX + secret)]
+    for turn in transcript:
+        swapped.append(Turn(ENV if turn.role == AGENT else AGENT, turn.text))
+    return swapped
+
+
+def simulator_rows(task: str, rows: Sequence[dict]) -> list[dict]:
+    """Training rows for the simulator of `task` from stored episodes of it: each episode
+    replayed for its secret (its seed resets the environment to the same one), then
+    written from the simulator's side. The first line (the environment's opening, the
+    same in every episode) is context, not a target."""
+    from lmrl_ray.data.schema import episode_row, transcript_of
+
+    _check_task(task)
+    env = envs.make(task)
+    out = []
+    try:
+        for row in rows:
+            if row["task"] != task:
+                raise ValueError(f"episode {row['episode_id']!r} is of task {row['task']!r}, not {task!r}")
+            env.reset(seed=row["seed"])
+            transcript = transcript_of(row)
+            if transcript[0].text != env.transcript[0].text:
+                raise ValueError(f"episode {row['episode_id']!r} does not replay from its seed")
+            swapped = simulator_transcript(SECRETS[task](env), transcript)
+            swapped[1] = Turn(ENV, swapped[1].text)  # the opening line: context
+            # Merge runs of ENV lines (the secret, the opening, the first question) into one turn.
+            merged: list[Turn] = []
+            for turn in swapped:
+                if merged and merged[-1].role == ENV == turn.role:
+                    merged[-1] = Turn(ENV, merged[-1].text + "\n" + turn.text)
+                else:
+                    merged.append(turn)
+            if merged[-1].role == AGENT:  # a transcript must end with the environment's turn
+                merged.append(Turn(ENV, ""))
+            replies = sum(1 for t in merged if t.role == AGENT)
+            out.append(episode_row(task=task, episode_id=f"{row['episode_id']}-simulator", seed=row["seed"],
+                                   transcript=merged, rewards=[0.0] * replies, success=False))
+    finally:
+        env.close()
+    return out
+
+
+def train_simulator(task: str, data: str | os.PathLike, out: str | os.PathLike, *, model: str = "tiny",
+                    overrides: Sequence[str] = (), progress: bool = True) -> dict:
+    """Train the LM simulator of `task` on the dataset `data` (a replay store of that
+    task's episodes) and write it to `out` as a Hugging Face folder; returns {"folder",
+    "updates", "loss", "hash"}."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from lmrl_ray.envs.base import whole_transcript
+    from lmrl_ray.learners.config import load_config
+    from lmrl_ray.learners.group import read_dataset
+    from lmrl_ray.learners.learner import Learner
+    from lmrl_ray.models.checkpoint import save_checkpoint
+
+    _check_task(task)
+    config = load_config("bc", task=task, model=model, overrides=["lr=1e-3", "updates=200", *overrides])
+    table = read_dataset(data, config)
+    rows = simulator_rows(task, table.to_pylist())
+    learner = Learner(config, view=whole_transcript)
+    rng = np.random.default_rng(config.seed)
+    loss = float("nan")
+    bar = tqdm(range(config.updates), desc=f"simulator {task}", unit="update", disable=not progress)
+    for _ in bar:
+        picks = rng.choice(len(rows), size=min(config.batch_episodes, len(rows)), replace=False)
+        loss = learner.update([rows[i] for i in picks])["bc/loss"]
+        bar.set_postfix(loss=f"{loss:.3f}")
+    with torch.no_grad():
+        folder = save_checkpoint(learner.model, learner.tokenizer, out)
+    return {"folder": str(folder), "updates": config.updates, "loss": loss, "hash": weights_hash(folder)}
+
+
+def weights_hash(folder: str | os.PathLike) -> str:
+    """SHA-256 of a model folder's weights (its safetensors files, by name, in order): the
+    name of a simulator that every result under it records."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no .safetensors weights to hash")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _engine(folder: str):
+    from lmrl_ray.actors.hf_engine import HFEngine
+
+    return HFEngine.load(folder)
+
+
+class LMSimulator(Simulator):
+    """A simulator that answers with a language model (greedy, one line). `folder` is a
+    model folder from `train_simulator`; `engine` may be given instead (any `Engine`,
+    e.g. a pool of simulator replicas)."""
+
+    kind = "lm"
+
+    def __init__(self, task: str, folder: str | os.PathLike | None = None, *, engine=None):
+        super().__init__()
+        _check_task(task)
+        if engine is None:
+            if folder is None:
+                raise ValueError(f"{task}: simulator 'lm' needs simulator_model, the folder of a trained simulator")
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"{task}: simulator_model {str(folder)!r} is not a folder")
+            engine = _engine(str(Path(folder).resolve()))
+        self.task = task
+        self.engine = engine
+        self.secret_name = ""
+
+    def reset(self, secret: Any, rng) -> None:
+        super().reset(secret, rng)
+        self.secret_name = secret.name
+
+    def reply(self, transcript: Sequence[Turn]) -> str:
+        from lmrl_ray.actors.engine import SamplingParams
+        from lmrl_ray.envs.base import render_prompt
+
+        prompt = render_prompt(simulator_transcript(self.secret_name, transcript))
+        [completion] = self.engine.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=MAX_REPLY_TOKENS))
+        return completion.text.strip()

@@ -1,0 +1,98 @@
+"""LM simulators: training rows from grounded dialogues, the weights hash, serving in
+the environments, the hash recorded by evaluation, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmrl_ray import envs
+from lmrl_ray.data.datagen import generate
+from lmrl_ray.data.schema import transcript_of
+from lmrl_ray.data.store import ReplayStore
+from lmrl_ray.envs.base import AGENT, ENV
+from lmrl_ray.models import load_policy
+from lmrl_ray.models.checkpoint import save_checkpoint
+from lmrl_ray.simulators import SECRET_PREFIX, simulator_rows, train_simulator, weights_hash
+
+
+@pytest.fixture(scope="module")
+def tq_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tq"
+    generate("twenty-questions", 24, str(path), seed=0, workers=0)
+    return path
+
+
+def stored_rows(path) -> list[dict]:
+    store = ReplayStore(path)
+    return [r for shard in store.shards() for r in store.read_shard(shard).to_pylist()]
+
+
+@pytest.mark.parametrize("task", ["twenty-questions", "guess-city"])
+def test_simulator_rows_are_the_grounded_answers_after_the_secret(tmp_path, task):
+    generate(task, 4, str(tmp_path / task), seed=1, workers=0)
+    rows = stored_rows(tmp_path / task)
+    env = envs.make(task)
+    for row, sim in zip(rows, simulator_rows(task, rows)):
+        turns = transcript_of(row)
+        swapped = transcript_of(sim)
+        env.reset(seed=row["seed"])
+        secret = env.hidden_object.name if task == "twenty-questions" else env.city.name
+        first = swapped[0].text.split("\n")
+        assert swapped[0].role == ENV and first[0] == SECRET_PREFIX + secret
+        assert first[1:] == [turns[0].text, turns[1].text]  # the opening and the first question are context
+        answers = [t.text for t in turns[2::2]]  # the simulator's lines after the opening
+        assert [t.text for t in swapped if t.role == AGENT] == answers
+        assert [t.text for t in swapped[1:] if t.role == ENV and t.text] == [t.text for t in turns[3::2]]
+    with pytest.raises(ValueError, match="not 'guess-city'|no LM simulator"):
+        simulator_rows("guess-city" if task != "guess-city" else "maze", rows)
+
+
+def test_the_weights_hash_changes_when_the_weights_do(tmp_path):
+    model, tokenizer = load_policy("tiny")
+    a = save_checkpoint(model, tokenizer, tmp_path / "a")
+    b = save_checkpoint(model, tokenizer, tmp_path / "b")
+    assert weights_hash(a) == weights_hash(b)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    c = save_checkpoint(model, tokenizer, tmp_path / "c")
+    assert weights_hash(c) != weights_hash(a)
+    with pytest.raises(FileNotFoundError, match="no .safetensors"):
+        weights_hash(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_its_hash(tmp_path, tq_data):
+    from lmrl_ray.evaluation import evaluate_checkpoint
+    from lmrl_ray.learners.config import load_config
+    from lmrl_ray.train import train_offline
+
+    sim = train_simulator("twenty-questions", tq_data, tmp_path / "sim", overrides=["updates=30", "batch_episodes=8"],
+                          progress=False)
+    assert sim["loss"] < 1.0  # the answers are short and mostly "No."
+    env = envs.make("twenty-questions", simulator="lm", simulator_model=sim["folder"])
+    env.reset(seed=3)
+    policy, rng = envs.policy("twenty-questions", "behaviour"), np.random.default_rng(0)
+    policy.reset(env, rng)
+    answers = [env.step(policy.act(env, rng))[0] for _ in range(3)]
+    assert all(a in ("Yes.", "No.") for a in answers), answers  # what the grounded oracle says
+
+    config = load_config("bc", task="twenty-questions", overrides=["updates=1", "batch_episodes=4"])
+    checkpoint = train_offline(config, data=tq_data, out=tmp_path / "bc", progress=False)["checkpoint"]
+    result = evaluate_checkpoint(checkpoint, episodes=1, seed=0, engine="hf",
+                                 env_settings={"simulator": "lm", "simulator_model": sim["folder"]})
+    assert result["simulator"] == "lm" and result["simulator_hash"] == sim["hash"] == weights_hash(sim["folder"])
+    grounded = evaluate_checkpoint(checkpoint, episodes=1, seed=0, engine="hf")
+    assert grounded["simulator"] is None and "simulator_hash" not in grounded
+
+
+def test_bad_simulator_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="simulator_model"):
+        envs.make("twenty-questions", simulator="lm")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        envs.make("guess-city", simulator="lm", simulator_model=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="simulator_model is for simulator 'lm'"):
+        envs.make("guess-city", simulator_model=str(tmp_path))
+    with pytest.raises(ValueError, match="valid simulators: grounded, lm"):
+        envs.make("twenty-questions", simulator="gpt")
