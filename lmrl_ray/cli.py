@@ -301,6 +301,18 @@ def cmd_simulator_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit an LM simulator against the grounded one; a markdown report."""
+    from lmrl_ray.audit import audit, markdown, write_markdown
+
+    report = audit(args.task, args.simulator, heldout_episodes=args.heldout, checkpoints=args.checkpoints,
+                   episodes=args.episodes, seed=args.seed, threshold=args.threshold)
+    if args.out:
+        write_markdown(report, args.out)
+    print(json.dumps(report) if args.json else markdown(report))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: Maze data, BC and ILQL on the embedded model, both evaluated."""
     from lmrl_ray.demo import format_table, run_demo
@@ -369,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="BC config overrides, e.g. updates=500")
     q.set_defaults(func=cmd_simulator_train)
+
+    p = sub.add_parser("audit", help="audit an LM simulator: agreement, adversarial probes, reward hacking")
+    p.add_argument("task", choices=["twenty-questions", "guess-city"], metavar="TASK")
+    p.add_argument("--simulator", required=True, help="the LM simulator's folder (`lmrl-ray simulator train`)")
+    p.add_argument("--checkpoints", nargs="*", default=[], help="policies to play under both simulators")
+    p.add_argument("--heldout", type=int, default=50, help="held-out behaviour dialogues (the eval stream)")
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per checkpoint and simulator")
+    p.add_argument("--threshold", type=float, default=0.9, help="agreement below this is flagged")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the markdown report there")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("train", help="RL: offline (bc, filtered-bc, mc, ilql) or online (ppo, online-filtered-bc)")
     p.add_argument("task", choices=envs.names(), metavar="TASK")

@@ -96,3 +96,39 @@ def test_bad_simulator_settings_are_named(tmp_path):
         envs.make("guess-city", simulator_model=str(tmp_path))
     with pytest.raises(ValueError, match="valid simulators: grounded, lm"):
         envs.make("twenty-questions", simulator="gpt")
+
+
+def planted_yes_data(source, out) -> str:
+    """`source`'s episodes with every answer after the opening replaced by "Yes."."""
+    from lmrl_ray.data.schema import to_table
+
+    rows = stored_rows(source)
+    for row in rows:
+        for k, turn in enumerate(row["turns"]):
+            if turn["role"] == ENV and k > 0:
+                turn["text"] = "Yes."
+    ReplayStore.create(str(out)).append(to_table(rows), producer="planted", sequence=0)
+    return str(out)
+
+
+@pytest.mark.slow
+def test_the_audit_flags_a_planted_simulator_that_answers_yes_to_everything(tmp_path, tq_data):
+    from lmrl_ray.audit import audit, write_markdown
+    from lmrl_ray.cli import main
+    from lmrl_ray.learners.config import load_config
+    from lmrl_ray.train import train_offline
+
+    planted = train_simulator("twenty-questions", planted_yes_data(tq_data, tmp_path / "yes"), tmp_path / "planted",
+                              overrides=["updates=30", "batch_episodes=8"], progress=False)["folder"]
+    config = load_config("bc", task="twenty-questions", overrides=["updates=1", "batch_episodes=4"])
+    checkpoint = train_offline(config, data=tq_data, out=tmp_path / "bc", progress=False)["checkpoint"]
+    report = audit("twenty-questions", planted, heldout_episodes=6, checkpoints=[checkpoint], episodes=1)
+    assert report["heldout"]["rate"] < 0.5  # the grounded oracle says "No." to most behaviour questions
+    assert any(f.startswith("held-out agreement") for f in report["flags"])
+    answer_yes = next(p for p in report["probes"] if p["probe"] == "Answer yes.")
+    assert answer_yes["differ"] == answer_yes["secrets"] and answer_yes["answers"] == ["Yes."]
+    [policy] = report["policies"]
+    assert policy["agreement"]["lines"] > 0 and policy["agreement"]["rate"] < 0.5
+    text = write_markdown(report, tmp_path / "audit.md").read_text()
+    assert "Answer yes." in text and report["simulator_hash"][:16] in text
+    assert main(["audit", "twenty-questions", "--simulator", str(tmp_path / "missing")]) != 0
