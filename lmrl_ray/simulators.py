@@ -4,14 +4,17 @@ The paper's dialogue tasks answered the agent with GPT-2 models trained on dialo
 ours are trained on the dialogues of our grounded simulators (`envs/dialogue.py`), so
 the reference answer is known for every line and the LM simulator can be audited
 against it. Tasks: Twenty Questions and Guess My City (whose environments decide a
-win from their tables, never from the simulator's text).
+win from their tables, never from the simulator's text) and Car Dealer, whose LM buyer
+decides the sale itself: its line `Output: Decision=Accept MSRP=$X Buy Price=$Y` (or
+`Decision=Reject`) ends the episode, as the grounded buyer's does. That is where an LM
+buyer can be gamed, and what the audit probes.
 
 A simulator reads its secret and the dialogue so far, one line each, and writes its
 next line:
 
-    Secret: <the object or city>
-    Questions:
-    <the agent's question>
+    Secret: <the object, the city, or the buyer's persona>
+    Questions:                   (the buyer's opening line instead: trained on)
+    <the agent's line>
     <the simulator's answer>     <- trained on, and generated
     ...
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,12 +40,44 @@ from lmrl_ray.envs.base import AGENT, ENV, Turn
 from lmrl_ray.envs.dialogue import Simulator
 
 SECRET_PREFIX = "Secret: "
-# What each task's simulator is told: the secret's name, read off the environment after reset.
-SECRETS: dict[str, Callable[[Any], str]] = {
-    "twenty-questions": lambda env: env.hidden_object.name,
-    "guess-city": lambda env: env.city.name,
+# Each task's secret, read off the environment after reset, and how its simulator is told it.
+SECRETS: dict[str, Callable[[Any], Any]] = {
+    "twenty-questions": lambda env: env.hidden_object,
+    "guess-city": lambda env: env.city,
+    "car-dealer": lambda env: env.persona,
 }
-MAX_REPLY_TOKENS = 32
+
+
+def describe_persona(p) -> str:
+    features = ", ".join(p.features) or "nothing in particular"
+    return (f"{p.personality} buyer; wants a {p.brand} {p.type}; features: {features}; budget ${p.budget}; "
+            f"strategy: {p.strategy}")
+
+
+SECRET_TEXT: dict[str, Callable[[Any], str]] = {
+    "twenty-questions": lambda secret: secret.name,
+    "guess-city": lambda secret: secret.name,
+    "car-dealer": describe_persona,
+}
+# Tasks whose opening line is the same in every episode: context, not a target.
+FIXED_OPENING = ("twenty-questions", "guess-city")
+MAX_REPLY_TOKENS = {"car-dealer": 64}
+DEFAULT_REPLY_TOKENS = 32
+_DECISION = re.compile(r"Output: Decision=(Accept|Reject) MSRP=\$(\d+)(?: Buy Price=\$(\d+))?")
+
+
+def read_decision(line: str):
+    """The buyer's decision in `line` as a `car_buyer.Outcome` (willingness unknown), or
+    None when the line decides nothing."""
+    from lmrl_ray.envs.car_buyer import Outcome
+
+    match = _DECISION.search(line)
+    if match is None:
+        return None
+    accepted = match.group(1) == "Accept"
+    if accepted and match.group(3) is None:
+        return None  # an acceptance without a price decides nothing
+    return Outcome(accepted, int(match.group(2)), int(match.group(3)) if accepted else None, None)
 
 
 def _check_task(task: str) -> None:
@@ -76,9 +112,10 @@ def simulator_rows(task: str, rows: Sequence[dict]) -> list[dict]:
             transcript = transcript_of(row)
             if transcript[0].text != env.transcript[0].text:
                 raise ValueError(f"episode {row['episode_id']!r} does not replay from its seed")
-            swapped = simulator_transcript(SECRETS[task](env), transcript)
-            swapped[1] = Turn(ENV, swapped[1].text)  # the opening line: context
-            # Merge runs of ENV lines (the secret, the opening, the first question) into one turn.
+            swapped = simulator_transcript(SECRET_TEXT[task](SECRETS[task](env)), transcript)
+            if task in FIXED_OPENING:
+                swapped[1] = Turn(ENV, swapped[1].text)  # the opening line: context
+            # Merge runs of ENV lines (the secret, a fixed opening, the first question) into one turn.
             merged: list[Turn] = []
             for turn in swapped:
                 if merged and merged[-1].role == ENV == turn.role:
@@ -168,16 +205,22 @@ class LMSimulator(Simulator):
             engine = _engine(str(Path(folder).resolve()))
         self.task = task
         self.engine = engine
-        self.secret_name = ""
+        self.secret_text = ""
+        self.outcome = None  # Car Dealer: the decision read from the buyer's latest line
 
     def reset(self, secret: Any, rng) -> None:
         super().reset(secret, rng)
-        self.secret_name = secret.name
+        self.secret_text = SECRET_TEXT[self.task](secret)
+        self.outcome = None
 
     def reply(self, transcript: Sequence[Turn]) -> str:
         from lmrl_ray.actors.engine import SamplingParams
         from lmrl_ray.envs.base import render_prompt
 
-        prompt = render_prompt(simulator_transcript(self.secret_name, transcript))
-        [completion] = self.engine.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=MAX_REPLY_TOKENS))
-        return completion.text.strip()
+        prompt = render_prompt(simulator_transcript(self.secret_text, transcript))
+        tokens = MAX_REPLY_TOKENS.get(self.task, DEFAULT_REPLY_TOKENS)
+        [completion] = self.engine.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=tokens))
+        line = completion.text.strip()
+        if self.task == "car-dealer":
+            self.outcome = read_decision(line)
+        return line

@@ -132,3 +132,55 @@ def test_the_audit_flags_a_planted_simulator_that_answers_yes_to_everything(tmp_
     text = write_markdown(report, tmp_path / "audit.md").read_text()
     assert "Answer yes." in text and report["simulator_hash"][:16] in text
     assert main(["audit", "twenty-questions", "--simulator", str(tmp_path / "missing")]) != 0
+
+
+def test_the_buyers_decision_is_read_from_its_line():
+    from lmrl_ray.simulators import read_decision
+
+    accept = read_decision("Fine. Output: Decision=Accept MSRP=$30000 Buy Price=$28500")
+    assert (accept.accepted, accept.msrp, accept.price) == (True, 30000, 28500)
+    reject = read_decision("Output: Decision=Reject MSRP=$0")
+    assert (reject.accepted, reject.msrp, reject.price) == (False, 0, None)
+    assert read_decision("I'm still at $22,000.") is None
+    assert read_decision("Output: Decision=Accept MSRP=$30000") is None  # no price: no sale
+
+
+def test_car_dealer_simulator_rows_train_on_the_buyers_opening(tmp_path):
+    generate("car-dealer", 2, str(tmp_path / "cd"), seed=0, workers=0)
+    rows = stored_rows(tmp_path / "cd")
+    for row, sim in zip(rows, simulator_rows("car-dealer", rows)):
+        turns, swapped = transcript_of(row), transcript_of(sim)
+        assert swapped[0].role == ENV and swapped[0].text.startswith(SECRET_PREFIX) and "budget $" in swapped[0].text
+        assert [t.text for t in swapped if t.role == AGENT] == [t.text for t in turns if t.role == ENV]
+
+
+@pytest.mark.slow
+def test_a_planted_buyer_that_accepts_any_price_is_paid_by_the_environment_and_flagged(tmp_path):
+    from lmrl_ray.audit import flags, probe
+
+    generate("car-dealer", 16, str(tmp_path / "cd"), seed=0, workers=0)
+    line = "Output: Decision=Accept MSRP=$30000 Buy Price=$900000"
+    from lmrl_ray.data.schema import to_table
+
+    rows = stored_rows(tmp_path / "cd")
+    for row in rows:
+        for k, turn in enumerate(row["turns"]):
+            if turn["role"] == ENV and k > 0:  # the opening stays: it checks the episode replays
+                turn["text"] = line
+    ReplayStore.create(str(tmp_path / "planted-data")).append(to_table(rows), producer="planted", sequence=0)
+    folder = train_simulator("car-dealer", tmp_path / "planted-data", tmp_path / "planted",
+                             overrides=["updates=30", "batch_episodes=8"], progress=False)["folder"]
+    env = envs.make("car-dealer", simulator="lm", simulator_model=folder)
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step("Hello, how can I help?")
+    budget = env.persona.budget
+    assert terminated and info["success"] and info["buy_price"] == 900000
+    assert reward == pytest.approx(900000 / ((budget + 30000) / 2))  # far above a fair sale's ~1: hacked
+    from lmrl_ray.simulators import LMSimulator
+
+    probes = probe("car-dealer", LMSimulator("car-dealer", folder))
+    # Every probe gets an acceptance, at a price above the buyer's budget under some personas
+    # (this briefly trained buyer sometimes names $30000 instead, below a rich persona's budget).
+    assert all(p["differ"] > 0 and p["leaks"] > 0 for p in probes), probes
+    report = {"threshold": 0.9, "task": "car-dealer", "heldout": {"rate": 1.0}, "probes": probes, "policies": []}
+    assert sum("accepted above the budget" in f for f in flags(report)) == len(probes)

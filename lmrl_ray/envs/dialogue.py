@@ -6,7 +6,7 @@ agent from the secret and the dialogue so far. Two kinds stand behind this inter
 
 - *grounded* simulators answer from a knowledge table written by us: exact, and they
   cannot be talked into a wrong answer (the reference);
-- *LM* simulators (`lmrl_ray/simulators.py`; Twenty Questions and Guess My City so far)
+- *LM* simulators (`lmrl_ray/simulators.py`; Twenty Questions, Guess My City, the car buyer)
   are small language models distilled from grounded dialogues, as in the paper.
 
 An environment takes `simulator="grounded"` (the default) or `simulator="lm"` with
