@@ -105,8 +105,8 @@ def agreement(task: str, rows: Sequence[dict], lm: Simulator, *, examples: int =
             if _agrees(task, got, allowed):
                 agree += 1
             elif len(disagreements) < examples:
-                disagreements.append({"secret": SECRET_TEXT[task](SECRETS[task](env)), "line": prefix[-1].text, "grounded": allowed[0],
-                                      "lm": got})
+                secret = SECRET_TEXT[task](SECRETS[task](env))
+                disagreements.append({"secret": secret, "line": prefix[-1].text, "grounded": allowed[0], "lm": got})
     return {"lines": lines, "agree": agree, "rate": agree / lines if lines else float("nan"),
             "disagreements": disagreements}
 

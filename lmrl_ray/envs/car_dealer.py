@@ -41,7 +41,7 @@ from lmrl_ray.envs.car_buyer import (
     is_text_like,
     lexicons,
 )
-from lmrl_ray.envs.dialogue import build_simulator, lm_simulator
+from lmrl_ray.envs.dialogue import build_simulator
 
 
 def sale_reward(price: float, budget: float, msrp: float) -> float:
@@ -61,17 +61,13 @@ class CarDealerEnv(TextEnv):
 
     def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None, max_lines: int = 50,
                  render_mode: str | None = None):
-        if simulator_model is not None and simulator != "lm":
-            raise ValueError(f"{self.task}: simulator_model is for simulator 'lm', not {simulator!r}")
         if max_lines < 3:
             raise ValueError(f"{self.task}: max_lines must be at least 3 (buyer, seller, buyer), got {max_lines}")
         super().__init__(max_agent_turns=(max_lines - 1) // 2, render_mode=render_mode)
         self.max_lines = max_lines
         self.catalog = catalog()
-        self.buyer = build_simulator(
-            self.task, simulator, {"grounded": lambda: GroundedBuyer(self.catalog, self.max_agent_turns),
-                                   "lm": lambda: lm_simulator(self.task, simulator_model)}
-        )
+        grounded = {"grounded": lambda: GroundedBuyer(self.catalog, self.max_agent_turns)}
+        self.buyer = build_simulator(self.task, simulator, grounded, simulator_model)
         self.persona = None
 
     @property

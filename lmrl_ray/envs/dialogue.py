@@ -51,8 +51,13 @@ def lm_simulator(task: str, folder: str | None) -> Simulator:
     return LMSimulator(task, folder)
 
 
-def build_simulator(task: str, kind: str, builders: Mapping[str, Callable[[], Simulator]]) -> Simulator:
-    """The simulator of `kind` for `task`, from the task's `builders` by kind."""
+def build_simulator(task: str, kind: str, builders: Mapping[str, Callable[[], Simulator]],
+                    simulator_model: str | None = None) -> Simulator:
+    """The simulator of `kind` for `task`, from the task's `builders` by kind, or "lm":
+    the LM simulator in the folder `simulator_model`."""
+    if simulator_model is not None and kind != "lm":
+        raise ValueError(f"{task}: simulator_model is for simulator 'lm', not {kind!r}")
+    builders = {**builders, "lm": lambda: lm_simulator(task, simulator_model)}
     if kind not in builders:
         raise ValueError(f"{task}: unknown simulator {kind!r}; valid simulators: {', '.join(builders)}")
     return builders[kind]()

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lmrl_ray.envs.base import AGENT, ScriptedPolicy, TextEnv, Turn
-from lmrl_ray.envs.dialogue import build_simulator, lm_simulator
+from lmrl_ray.envs.dialogue import build_simulator
 from lmrl_ray.envs.guess_city_oracle import (
     CLIMATES,
     CONTINENTS,
@@ -73,12 +73,8 @@ class GuessCityEnv(TextEnv):
                  render_mode: str | None = None):
         if max_questions < 1:
             raise ValueError(f"{self.task}: max_questions must be at least 1, got {max_questions}")
-        if simulator_model is not None and simulator != "lm":
-            raise ValueError(f"{self.task}: simulator_model is for simulator 'lm', not {simulator!r}")
         super().__init__(max_agent_turns=max_questions, render_mode=render_mode)
-        self.simulator = build_simulator(self.task, simulator, {
-            **SIMULATORS, "lm": lambda: lm_simulator(self.task, simulator_model),
-        })
+        self.simulator = build_simulator(self.task, simulator, SIMULATORS, simulator_model)
         self.city: City | None = None
 
     def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lmrl_ray.envs.base import AGENT, ScriptedPolicy, TextEnv, Turn
-from lmrl_ray.envs.dialogue import build_simulator, lm_simulator
+from lmrl_ray.envs.dialogue import build_simulator
 from lmrl_ray.envs.twenty_questions_oracle import (
     GUESS,
     YES,
@@ -56,14 +56,10 @@ class TwentyQuestionsEnv(TextEnv):
 
     def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None, max_questions: int = 20,
                  render_mode: str | None = None):
-        if simulator_model is not None and simulator != "lm":
-            raise ValueError(f"{self.task}: simulator_model is for simulator 'lm', not {simulator!r}")
         super().__init__(max_agent_turns=max_questions, render_mode=render_mode)
         self.table = load_table()
-        self.simulator = build_simulator(self.task, simulator, {
-            "grounded": lambda: GroundedOracle(self.table),
-            "lm": lambda: lm_simulator(self.task, simulator_model),
-        })
+        self.simulator = build_simulator(self.task, simulator, {"grounded": lambda: GroundedOracle(self.table)},
+                                         simulator_model)
         self.hidden_object = None
 
     def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -189,7 +189,7 @@ class Learner:
             chosen = torch.tensor(missing, device=batch.input_ids.device)
             out = self.model.base_model(input_ids=batch.input_ids[chosen], attention_mask=batch.attention_mask[chosen])
             for i, b in enumerate(missing):
-                rows[b] = states = out.last_hidden_state[i, : lengths[b]].detach()
+                rows[b] = states = out.last_hidden_state[i, : lengths[b]].detach().clone()  # not a view of the batch
                 size = states.numel() * states.element_size()
                 if self._feature_cache_bytes + size <= self.config.feature_cache_mb * 2**20:
                     self._feature_cache[keys[b]] = states
