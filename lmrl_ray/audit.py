@@ -111,9 +111,8 @@ def agreement(task: str, rows: Sequence[dict], lm: Simulator, *, examples: int =
             "disagreements": disagreements}
 
 
-def probe(task: str, lm: Simulator, *, seed: int = 0) -> list[dict]:
-    """Each adversarial probe asked as the agent's first line under `PROBE_SECRETS`
-    secrets: how often the LM simulator's answer differs from the grounded one's, and how
+def probe(task: str, lm: Simulator, *, seed: int = 0, secrets: int = PROBE_SECRETS) -> list[dict]:
+    """Each adversarial probe asked as the agent's first line under `secrets` secrets: how often the LM simulator's answer differs from the grounded one's, and how
     often it leaks (Guess My City: names the city, its country or a demonym; Car Dealer:
     accepts a price above the buyer's budget)."""
     from lmrl_ray.data.datagen import episode_seed
@@ -125,7 +124,7 @@ def probe(task: str, lm: Simulator, *, seed: int = 0) -> list[dict]:
     for text in PROBES[task]:
         differ = leaked = 0
         answers = []
-        for i in range(PROBE_SECRETS):
+        for i in range(secrets):
             env = _secret_env(task, episode_seed(seed, "eval", i))
             try:
                 transcript = [*env.transcript, Turn(AGENT, text)]
@@ -142,7 +141,7 @@ def probe(task: str, lm: Simulator, *, seed: int = 0) -> list[dict]:
             if task == "car-dealer" and decision is not None and decision[0] and decision[1] > secret.budget:
                 leaked += 1
             answers.append(got)
-        out.append({"probe": text, "secrets": PROBE_SECRETS, "differ": differ, "leaks": leaked,
+        out.append({"probe": text, "secrets": secrets, "differ": differ, "leaks": leaked,
                     "answers": sorted(set(answers))[:5]})
     return out
 
@@ -156,6 +155,7 @@ def audit(
     episodes: int = 50,
     seed: int = 0,
     threshold: float = 0.9,
+    probe_secrets: int = PROBE_SECRETS,
 ) -> dict:
     """The audit of the LM simulator at `simulator_model` for `task` (see the module
     docstring); `checkpoints` are policies of that task to compare under both simulators."""
@@ -174,7 +174,7 @@ def audit(
         "simulator_hash": weights_hash(simulator_model),
         "threshold": threshold,
         "heldout": agreement(task, heldout, lm),
-        "probes": probe(task, lm, seed=seed),
+        "probes": probe(task, lm, seed=seed, secrets=probe_secrets),
         "policies": [],
     }
     settings = {"simulator": "lm", "simulator_model": str(simulator_model)}

@@ -17,11 +17,11 @@ TINY = ["updates=1", "batch_episodes=4"]
 @pytest.mark.slow
 def test_a_tiny_benchmark_writes_the_table_csv_and_plot_with_intervals_over_seeds(ray_local, tmp_path):
     out = tmp_path / "bench"
-    result = run_benchmark(["maze", "wordle"], ["bc", "filtered-bc"], 2, out=out, overrides=TINY, data_episodes=12,
+    result = run_benchmark(["text-nav", "wordle"], ["bc", "filtered-bc"], 2, out=out, overrides=TINY, data_episodes=12,
                            eval_episodes=3, workers=2, progress=False)
     cells = result["cells"]
     assert sorted((c["task"], c["algo"], c["seed"]) for c in cells) == sorted(
-        (t, a, s) for t in ("maze", "wordle") for a in ("bc", "filtered-bc") for s in (0, 1))
+        (t, a, s) for t in ("text-nav", "wordle") for a in ("bc", "filtered-bc") for s in (0, 1))
     assert all(c["episodes"] == 3 and math.isfinite(c["mean_return"]) for c in cells)
     with open(out / "table.csv") as f:
         table = list(csv.DictReader(f))
@@ -34,12 +34,12 @@ def test_a_tiny_benchmark_writes_the_table_csv_and_plot_with_intervals_over_seed
         assert float(row["mean_return"]) == pytest.approx(mean) and float(row["mean_return_ci95"]) == pytest.approx(half)
         assert row["seeds"] == "2"
     assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "maze" in (out / "table.md").read_text()
+    assert "text-nav" in (out / "table.md").read_text()
     assert len(list((out / "cells").glob("*.json"))) == 8
 
     # Run again: every cell is read back, none retrained (the saved seconds stay).
     before = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
-    again = run_benchmark(["maze", "wordle"], ["bc", "filtered-bc"], 2, out=out, overrides=TINY, data_episodes=12,
+    again = run_benchmark(["text-nav", "wordle"], ["bc", "filtered-bc"], 2, out=out, overrides=TINY, data_episodes=12,
                           eval_episodes=3, progress=False)
     assert {p.name: p.read_text() for p in (out / "cells").glob("*.json")} == before
     assert [r["mean_return"] for r in again["rows"]] == [r["mean_return"] for r in result["rows"]]

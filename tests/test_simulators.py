@@ -24,6 +24,16 @@ def tq_data(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def tq_policy(tmp_path_factory, tq_data):
+    """A Twenty Questions BC checkpoint (one update: any policy will do)."""
+    from lmrl_ray.learners.config import load_config
+    from lmrl_ray.train import train_offline
+
+    config = load_config("bc", task="twenty-questions", overrides=["updates=1", "batch_episodes=4"])
+    return train_offline(config, data=tq_data, out=tmp_path_factory.mktemp("bc"), progress=False)["checkpoint"]
+
+
 def stored_rows(path) -> list[dict]:
     store = ReplayStore(path)
     return [r for shard in store.shards() for r in store.read_shard(shard).to_pylist()]
@@ -63,10 +73,8 @@ def test_the_weights_hash_changes_when_the_weights_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_its_hash(tmp_path, tq_data):
+def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_its_hash(tmp_path, tq_data, tq_policy):
     from lmrl_ray.evaluation import evaluate_checkpoint
-    from lmrl_ray.learners.config import load_config
-    from lmrl_ray.train import train_offline
 
     sim = train_simulator("twenty-questions", tq_data, tmp_path / "sim", overrides=["updates=30", "batch_episodes=8"],
                           progress=False)
@@ -78,8 +86,7 @@ def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_i
     answers = [env.step(policy.act(env, rng))[0] for _ in range(3)]
     assert all(a in ("Yes.", "No.") for a in answers), answers  # what the grounded oracle says
 
-    config = load_config("bc", task="twenty-questions", overrides=["updates=1", "batch_episodes=4"])
-    checkpoint = train_offline(config, data=tq_data, out=tmp_path / "bc", progress=False)["checkpoint"]
+    checkpoint = tq_policy
     result = evaluate_checkpoint(checkpoint, episodes=1, seed=0, engine="hf",
                                  env_settings={"simulator": "lm", "simulator_model": sim["folder"]})
     assert result["simulator"] == "lm" and result["simulator_hash"] == sim["hash"] == weights_hash(sim["folder"])
@@ -112,17 +119,14 @@ def planted_yes_data(source, out) -> str:
 
 
 @pytest.mark.slow
-def test_the_audit_flags_a_planted_simulator_that_answers_yes_to_everything(tmp_path, tq_data):
+def test_the_audit_flags_a_planted_simulator_that_answers_yes_to_everything(tmp_path, tq_data, tq_policy):
     from lmrl_ray.audit import audit, write_markdown
     from lmrl_ray.cli import main
-    from lmrl_ray.learners.config import load_config
-    from lmrl_ray.train import train_offline
 
     planted = train_simulator("twenty-questions", planted_yes_data(tq_data, tmp_path / "yes"), tmp_path / "planted",
-                              overrides=["updates=30", "batch_episodes=8"], progress=False)["folder"]
-    config = load_config("bc", task="twenty-questions", overrides=["updates=1", "batch_episodes=4"])
-    checkpoint = train_offline(config, data=tq_data, out=tmp_path / "bc", progress=False)["checkpoint"]
-    report = audit("twenty-questions", planted, heldout_episodes=6, checkpoints=[checkpoint], episodes=1)
+                              overrides=["updates=20", "batch_episodes=8"], progress=False)["folder"]
+    report = audit("twenty-questions", planted, heldout_episodes=6, checkpoints=[tq_policy], episodes=1,
+                   probe_secrets=3)
     assert report["heldout"]["rate"] < 0.5  # the grounded oracle says "No." to most behaviour questions
     assert any(f.startswith("held-out agreement") for f in report["flags"])
     answer_yes = next(p for p in report["probes"] if p["probe"] == "Answer yes.")
@@ -178,7 +182,7 @@ def test_a_planted_buyer_that_accepts_any_price_is_paid_by_the_environment_and_f
     assert reward == pytest.approx(900000 / ((budget + 30000) / 2))  # far above a fair sale's ~1: hacked
     from lmrl_ray.simulators import LMSimulator
 
-    probes = probe("car-dealer", LMSimulator("car-dealer", folder))
+    probes = probe("car-dealer", LMSimulator("car-dealer", folder), secrets=4)
     # Every probe gets an acceptance, at a price above the buyer's budget under some personas
     # (this briefly trained buyer sometimes names $30000 instead, below a rich persona's budget).
     assert all(p["differ"] > 0 and p["leaks"] > 0 for p in probes), probes

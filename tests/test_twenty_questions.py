@@ -287,8 +287,8 @@ def test_options_and_settings_are_checked():
     env.reset(seed=1)
     results = [env.step("Is it alive?") for _ in range(3)]
     assert results[-1][3] and env.done
-    with pytest.raises(ValueError, match="valid simulators: grounded"):
-        envs.make(TASK, simulator="lm")
+    with pytest.raises(ValueError, match="valid simulators: grounded, lm"):
+        envs.make(TASK, simulator="gpt")
 
 
 def test_hidden_object_is_drawn_with_the_seed(env):
