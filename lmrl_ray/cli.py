@@ -323,6 +323,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmrl_ray.simulators import SECRETS
+
+    lm_tasks = list(SECRETS)  # the tasks with an LM simulator
     parser = argparse.ArgumentParser(prog="lmrl-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -374,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulator", help="LM simulators for the dialogue tasks")
     sim_sub = p.add_subparsers(dest="simulator_command", required=True)
     q = sim_sub.add_parser("train", help="train an LM simulator on a dataset of grounded dialogues")
-    q.add_argument("task", choices=["twenty-questions", "guess-city", "car-dealer"], metavar="TASK")
+    q.add_argument("task", choices=lm_tasks, metavar="TASK")
     q.add_argument("--data", required=True, help="a replay store of the task's episodes (`lmrl-ray datagen`)")
     q.add_argument("--out", required=True, help="the simulator's model folder (written atomically)")
     q.add_argument("--model", default="tiny", help="the model to start from: 'tiny' or a local Hugging Face folder")
@@ -383,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_simulator_train)
 
     p = sub.add_parser("audit", help="audit an LM simulator: agreement, adversarial probes, reward hacking")
-    p.add_argument("task", choices=["twenty-questions", "guess-city", "car-dealer"], metavar="TASK")
+    p.add_argument("task", choices=lm_tasks, metavar="TASK")
     p.add_argument("--simulator", required=True, help="the LM simulator's folder (`lmrl-ray simulator train`)")
     p.add_argument("--checkpoints", nargs="*", default=[], help="policies to play under both simulators")
     p.add_argument("--heldout", type=int, default=50, help="held-out behaviour dialogues (the eval stream)")
