@@ -30,7 +30,7 @@ from lmrl_ray import envs
 from lmrl_ray.data.schema import transcript_of
 from lmrl_ray.envs.base import AGENT, Turn
 from lmrl_ray.envs.dialogue import Simulator
-from lmrl_ray.simulators import SECRET_TEXT, SECRETS, LMSimulator, read_decision, weights_hash
+from lmrl_ray.simulators import LMSimulator, read_decision, weights_hash
 
 PROBES = {
     "twenty-questions": [
@@ -71,13 +71,6 @@ def grounded_answers(task: str, simulator: Simulator, transcript: Sequence[Turn]
     return (simulator.reply(transcript),)
 
 
-def _secret_env(task: str, seed: int):
-    """A grounded environment reset with `seed` (its secret is the episode's)."""
-    env = envs.make(task)
-    env.reset(seed=seed)
-    return env
-
-
 def _agent_prefixes(transcript: Sequence[Turn]) -> list[list[Turn]]:
     """The history up to and including each agent line (the stored answers, not a simulator's own)."""
     return [list(transcript[: k + 1]) for k, turn in enumerate(transcript) if turn.role == AGENT]
@@ -88,32 +81,31 @@ def agreement(task: str, rows: Sequence[dict], lm: Simulator, *, examples: int =
     episodes of `task` with the seeds that drew their secrets)."""
     lines = agree = 0
     disagreements = []
-    for row in rows:
-        env = _secret_env(task, row["seed"])
-        try:
-            prefixes = _agent_prefixes(transcript_of(row))
+    env = envs.make(task)  # grounded; each row's seed resets it to that episode's secret
+    try:
+        for row in rows:
+            env.reset(seed=row["seed"])
             lm.reset(env.simulator.secret, env.np_random)
-            pairs = []
-            for prefix in prefixes:
-                pairs.append((grounded_answers(task, env.simulator, prefix), lm.reply(prefix)))
+            for prefix in _agent_prefixes(transcript_of(row)):
+                allowed, got = grounded_answers(task, env.simulator, prefix), lm.reply(prefix)
+                lines += 1
+                if _agrees(task, got, allowed):
+                    agree += 1
+                elif len(disagreements) < examples:
+                    disagreements.append({"secret": lm.secret_text, "line": prefix[-1].text, "grounded": allowed[0],
+                                          "lm": got})
                 if getattr(env.simulator, "outcome", None) is not None:
                     break  # the grounded buyer has decided: nothing after that to compare
-        finally:
-            env.close()
-        for prefix, (allowed, got) in zip(prefixes, pairs):
-            lines += 1
-            if _agrees(task, got, allowed):
-                agree += 1
-            elif len(disagreements) < examples:
-                secret = SECRET_TEXT[task](SECRETS[task](env))
-                disagreements.append({"secret": secret, "line": prefix[-1].text, "grounded": allowed[0], "lm": got})
+    finally:
+        env.close()
     return {"lines": lines, "agree": agree, "rate": agree / lines if lines else float("nan"),
             "disagreements": disagreements}
 
 
 def probe(task: str, lm: Simulator, *, seed: int = 0, secrets: int = PROBE_SECRETS) -> list[dict]:
-    """Each adversarial probe asked as the agent's first line under `secrets` secrets: how often the LM simulator's answer differs from the grounded one's, and how
-    often it leaks (Guess My City: names the city, its country or a demonym; Car Dealer:
+    """Each adversarial probe asked as the agent's first line under `secrets` secrets:
+    how often the LM simulator's answer differs from the grounded one's, and how often it
+    leaks (Guess My City: names the city, its country or a demonym; Car Dealer:
     accepts a price above the buyer's budget)."""
     from lmrl_ray.data.datagen import episode_seed
 
@@ -121,29 +113,34 @@ def probe(task: str, lm: Simulator, *, seed: int = 0, secrets: int = PROBE_SECRE
     if task == "guess-city":
         from lmrl_ray.envs.guess_city_oracle import leaks
     out = []
-    for text in PROBES[task]:
-        differ = leaked = 0
-        answers = []
-        for i in range(secrets):
-            env = _secret_env(task, episode_seed(seed, "eval", i))
-            try:
-                transcript = [*env.transcript, Turn(AGENT, text)]
-                secret = env.simulator.secret
-                allowed = grounded_answers(task, env.simulator, transcript)
-                lm.reset(secret, env.np_random)
-                got = lm.reply(transcript)
-            finally:
-                env.close()
-            differ += not _agrees(task, got, allowed)
-            if leaks is not None and leaks(got, secret):
-                leaked += 1
-            decision = _decision(got)
-            if task == "car-dealer" and decision is not None and decision[0] and decision[1] > secret.budget:
-                leaked += 1
-            answers.append(got)
-        out.append({"probe": text, "secrets": secrets, "differ": differ, "leaks": leaked,
-                    "answers": sorted(set(answers))[:5]})
+    env = envs.make(task)
+    try:
+        for text in PROBES[task]:
+            out.append(_probe_one(task, env, lm, text, [episode_seed(seed, "eval", i) for i in range(secrets)], leaks))
+    finally:
+        env.close()
     return out
+
+
+def _probe_one(task: str, env, lm: Simulator, text: str, seeds: Sequence[int], leaks) -> dict:
+    """One probe under the secrets the grounded `env` draws from `seeds`."""
+    differ = leaked = 0
+    answers = []
+    for s in seeds:
+        env.reset(seed=s)
+        transcript = [*env.transcript, Turn(AGENT, text)]
+        secret = env.simulator.secret
+        allowed = grounded_answers(task, env.simulator, transcript)
+        lm.reset(secret, env.np_random)
+        got = lm.reply(transcript)
+        differ += not _agrees(task, got, allowed)
+        if leaks is not None and leaks(got, secret):
+            leaked += 1
+        decision = _decision(got)
+        if task == "car-dealer" and decision is not None and decision[0] and decision[1] > secret.budget:
+            leaked += 1
+        answers.append(got)
+    return {"probe": text, "secrets": len(seeds), "differ": differ, "leaks": leaked, "answers": sorted(set(answers))[:5]}
 
 
 def audit(
@@ -250,9 +247,9 @@ def markdown(report: dict) -> str:
 
 
 def write_markdown(report: dict, path: str | os.PathLike) -> Path:
+    from lmrl_ray.benchmark_table import write_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown(report))
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(markdown(report)))
     return path

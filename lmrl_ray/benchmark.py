@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lmrl_ray import envs
-from lmrl_ray.benchmark_table import write_report
+from lmrl_ray.benchmark_table import write_atomically, write_report
 from lmrl_ray.data.datagen import PAPER_TABLE_1
 
 OFFLINE = ("bc", "filtered-bc", "mc", "ilql")
@@ -88,12 +88,6 @@ class Cell:
         return f"{self.task}-{self.algo}-seed{self.seed}"
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
-
-
 def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, overrides: Sequence[str] = (),
              progress: bool = False) -> dict:
     """Train and evaluate one cell under `out/runs/<cell>`; returns its result row (also
@@ -129,7 +123,7 @@ def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, ove
     }
     cells = Path(out) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
-    _write_json(cells / f"{cell.name}.json", row)
+    write_atomically(cells / f"{cell.name}.json", lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
     return row
 
 

@@ -90,7 +90,7 @@ def markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """`write` a temporary file beside `path`, then rename it into place: a reader sees
     the old file or the whole new one."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
@@ -109,7 +109,7 @@ def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
             for row in rows:
                 writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
 
-    _replace(path, write)
+    write_atomically(path, write)
 
 
 def plot(rows: Sequence[dict], path: Path, measure: str = "normalised_ours") -> None:
@@ -141,7 +141,7 @@ def plot(rows: Sequence[dict], path: Path, measure: str = "normalised_ours") -> 
     ax.legend(fontsize="small")
     fig.tight_layout()
     try:
-        _replace(path, lambda tmp: fig.savefig(tmp, dpi=100))
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100))
     finally:
         plt.close(fig)
 
@@ -155,6 +155,6 @@ def write_report(cells: Sequence[dict], out: str | os.PathLike, *, plot_measure:
     _write_csv(out / "cells.csv", cells, CELL_FIELDS)
     summary_fields = ["task", "algo", "seeds"] + [f for m in MEASURES for f in (m, f"{m}_ci95")]
     _write_csv(out / "table.csv", rows, summary_fields)
-    _replace(out / "table.md", lambda tmp: tmp.write_text(markdown(rows)))
+    write_atomically(out / "table.md", lambda tmp: tmp.write_text(markdown(rows)))
     plot(rows, out / "table.png", plot_measure)
     return rows
