@@ -169,6 +169,13 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulator_settings(args: argparse.Namespace) -> dict:
+    settings = {"simulator": args.simulator} if args.simulator else {}
+    if args.simulator_model:
+        settings["simulator_model"] = args.simulator_model
+    return settings
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint: mean return with a 95% CI and the normalised scores."""
     from lmrl_ray.learners.checkpoint import read_meta, resolve_checkpoint
@@ -190,6 +197,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         num_workers=args.num_workers,
         envs_per_worker=args.envs_per_worker,
+        env_settings=_simulator_settings(args),
+        simulator_replicas=args.simulator_replicas,
         out=args.out,
     )
     if args.json:
@@ -256,7 +265,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config.eval_episodes:
         from lmrl_ray.evaluation import evaluate_checkpoint
 
-        result["evaluation"] = evaluate_checkpoint(result["checkpoint"], episodes=config.eval_episodes, seed=config.seed)
+        result["evaluation"] = evaluate_checkpoint(result["checkpoint"], episodes=config.eval_episodes, seed=config.seed,
+                                                   env_settings=config.env_settings,
+                                                   simulator_replicas=config.simulator_replicas)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -453,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="per agent turn (default: the task's)")
     p.add_argument("--num-workers", type=int, default=0, help="rollout workers as Ray actors; 0 runs in-process")
     p.add_argument("--envs-per-worker", type=int, default=16, help="episodes each worker plays at once")
+    p.add_argument("--simulator", choices=["grounded", "lm"], default=None,
+                   help="dialogue tasks: the partner (default: grounded)")
+    p.add_argument("--simulator-model", default=None, help="--simulator lm: the trained LM simulator's folder")
+    p.add_argument("--simulator-replicas", type=int, default=0,
+                   help="--simulator lm: engine actors serving the simulator (0: loaded in each rollout process)")
     p.add_argument("--out", default=None, help="also write the episodes to a replay store there")
     p.add_argument("--json", action="store_true", help="one JSON object instead of a sentence")
     p.set_defaults(func=cmd_eval)

@@ -145,6 +145,7 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     envs_per_worker: int = 16,
     env_settings: dict | None = None,
+    simulator_replicas: int = 0,
     return_rows: bool = False,
     out: str | os.PathLike | None = None,
 ) -> dict:
@@ -154,13 +155,16 @@ def evaluate_checkpoint(
     `decoding` is "sample" (at `temperature`, `top_p`; 0 = greedy) or "rerank" (the
     policy's likeliest legal action). With `num_workers` > 0 each rollout worker is a Ray
     actor that builds its own engine. `env_settings` go to the task's environment
-    (`envs.make`), e.g. Wordle's `invalid_penalty`. `out` writes the rows to a replay
+    (`envs.make`), e.g. Wordle's `invalid_penalty`, or an LM simulator
+    (`{"simulator": "lm", "simulator_model": FOLDER}`), which `simulator_replicas` >= 1
+    serves from that many engine actors (`simulators.serve_simulator`). `out` writes the rows to a replay
     store there; `return_rows` adds them to the result under "rows".
 
     Returns a dict: task, checkpoint_task, algo, checkpoint, step, episodes, mean_return, ci95 (half-width),
     std_return, success_rate, mean_turns, normalised_paper, normalised_ours, decoding,
     value_guided, beta, temperature, seed, engine (the back end that ran: "hf" or "vllm";
-    with workers, the kind asked for), seconds (and rows, out).
+    with workers, the kind asked for), seconds, simulator (the env setting or None),
+    simulator_replicas (and simulator_hash under an LM simulator; rows, out).
     """
     started = time.perf_counter()
     folder = resolve_checkpoint(path)
@@ -177,21 +181,31 @@ def evaluate_checkpoint(
     factory = functools.partial(checkpoint_engine, folder, engine=engine, device=device, beta=beta)
     # In-process: build the engine here (errors surface now); workers each build their own.
     engine_or_factory = factory() if num_workers == 0 else factory
-    rows = run_episodes(
-        task,
-        engine_or_factory,
-        seeds,
-        options,
-        episode_ids,
-        num_workers=num_workers,
-        decoding=decoding,
-        sampling=SamplingParams(temperature=temperature, top_p=top_p, seed=seed),
-        num_envs=envs_per_worker,
-        max_new_tokens=max_new_tokens,
-        source="evaluation",
-        policy=str(folder),
-        env_settings=env_settings,
-    )
+    if simulator_replicas:
+        from lmrl_ray.simulators import serve_simulator
+
+        played_settings, simulators = serve_simulator(env_settings, simulator_replicas)
+    else:
+        played_settings, simulators = env_settings, None
+    try:
+        rows = run_episodes(
+            task,
+            engine_or_factory,
+            seeds,
+            options,
+            episode_ids,
+            num_workers=num_workers,
+            decoding=decoding,
+            sampling=SamplingParams(temperature=temperature, top_p=top_p, seed=seed),
+            num_envs=envs_per_worker,
+            max_new_tokens=max_new_tokens,
+            source="evaluation",
+            policy=str(folder),
+            env_settings=played_settings,
+        )
+    finally:
+        if simulators is not None:
+            simulators.shutdown()
 
     summary = summarize([r["return"] for r in rows], [r["success"] for r in rows], [r["length"] for r in rows])
     value_guided = meta.decoding == VALUE_GUIDED
@@ -217,6 +231,7 @@ def evaluate_checkpoint(
         "engine": ENGINE_NAMES.get(type(engine_or_factory).__name__, engine) if num_workers == 0 else engine,
         "seconds": time.perf_counter() - started,
         "simulator": (env_settings or {}).get("simulator"),
+        "simulator_replicas": simulator_replicas,
     }
     if result["simulator"] == "lm":
         from lmrl_ray.simulators import weights_hash

@@ -23,7 +23,10 @@ with the learners' BC loss; the simulator is a Hugging Face folder (safetensors)
 embedded tiny model by default. `weights_hash` names its weights; evaluation records
 it with every result under an LM simulator. At play time an environment built with
 `simulator="lm", simulator_model=FOLDER` answers through an `HFEngine` over that folder,
-one per process and folder.
+one per process and folder, or through simulator replicas (`serve_simulator`: an engine
+pool over the folder, passed to the environment as `simulator_engine`). A rollout worker
+answers all its environments' simulator turns of a step with one engine call
+(`LMSimulator.request` and `provide`).
 """
 
 from __future__ import annotations
@@ -187,40 +190,104 @@ def _engine(folder: str):
     return HFEngine.load(folder)
 
 
+def serve_simulator(env_settings: dict | None, replicas: int, *, engine: str = "hf", cpus_per_replica: float = 1.0,
+                    gpus_per_replica: float = 0.0):
+    """Simulator replicas for environments built with `env_settings`: with `replicas` >= 1
+    and an LM simulator (`simulator="lm"`), an `EnginePool` of that many engine actors over
+    `simulator_model` (its weights never change), added to the settings as
+    `simulator_engine`. Returns (settings, pool or None); the caller shuts the pool down."""
+    settings = dict(env_settings or {})
+    if replicas < 0:
+        raise ValueError(f"simulator_replicas must be >= 0, got {replicas}")
+    if replicas == 0:
+        return settings, None
+    if settings.get("simulator") != "lm":
+        raise ValueError(f"simulator_replicas serve an LM simulator: set simulator=lm and simulator_model, "
+                         f"got simulator={settings.get('simulator')!r}")
+    folder = settings.get("simulator_model")
+    if not folder or not Path(folder).is_dir():
+        raise FileNotFoundError(f"simulator_model {folder!r} is not a folder (the simulator's weights)")
+    from lmrl_ray.actors.factory import make_engine
+    from lmrl_ray.actors.pool import EnginePool, EnginePoolConfig
+    from lmrl_ray.ray_utils import init_ray
+
+    init_ray()
+    factory = functools.partial(make_engine, engine, str(Path(folder).resolve()),
+                                device=None if gpus_per_replica > 0 else "cpu")
+    pool = EnginePool(factory, EnginePoolConfig(num_engines=replicas, num_cpus_per_engine=cpus_per_replica,
+                                                num_gpus_per_engine=gpus_per_replica))
+    return {**settings, "simulator_engine": pool}, pool
+
+
 class LMSimulator(Simulator):
     """A simulator that answers with a language model (greedy, one line). `folder` is a
-    model folder from `train_simulator`; `engine` may be given instead (any `Engine`,
-    e.g. a pool of simulator replicas)."""
+    model folder from `train_simulator`, loaded in this process when first needed;
+    `engine` (any `Engine`, e.g. an `EnginePool` of simulator replicas from
+    `serve_simulator`) serves it instead.
+
+    A reply is a function of its prompt (`request`). A rollout worker asks every
+    environment's simulator for its prompt before the environments step, answers all of
+    them with one engine call, and hands each its answer (`provide`); `reply` then uses
+    the answer it was given when the prompt matches, else it calls the engine itself."""
 
     kind = "lm"
 
     def __init__(self, task: str, folder: str | os.PathLike | None = None, *, engine=None):
         super().__init__()
         _check_task(task)
-        if engine is None:
-            if folder is None:
-                raise ValueError(f"{task}: simulator 'lm' needs simulator_model, the folder of a trained simulator")
-            if not Path(folder).is_dir():
-                raise FileNotFoundError(f"{task}: simulator_model {str(folder)!r} is not a folder")
-            engine = _engine(str(Path(folder).resolve()))
+        if folder is None and engine is None:
+            raise ValueError(f"{task}: simulator 'lm' needs simulator_model, the folder of a trained simulator")
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{task}: simulator_model {str(folder)!r} is not a folder")
         self.task = task
-        self.engine = engine
+        self.folder = None if folder is None else str(Path(folder).resolve())
+        self._engine = engine
         self.secret_text = ""
         self.outcome = None  # Car Dealer: the decision read from the buyer's latest line
+        self._provided: tuple[str, str] | None = None
+        self.unbatched_calls = 0
+        """Replies this simulator asked its engine for itself (not answered ahead)."""
+
+    @property
+    def engine(self):
+        """The engine that answers: the one given, else this process's engine over `folder`."""
+        if self._engine is None:
+            self._engine = _engine(self.folder)
+        return self._engine
+
+    @property
+    def sampling(self):
+        """Greedy, at most the task's reply length."""
+        from lmrl_ray.actors.engine import SamplingParams
+
+        return SamplingParams(temperature=0.0, max_new_tokens=MAX_REPLY_TOKENS.get(self.task, DEFAULT_REPLY_TOKENS))
 
     def reset(self, secret: Any, rng) -> None:
         super().reset(secret, rng)
         self.secret_text = SECRET_TEXT[self.task](secret)
         self.outcome = None
+        self._provided = None
 
-    def reply(self, transcript: Sequence[Turn]) -> str:
-        from lmrl_ray.actors.engine import SamplingParams
+    def request(self, transcript: Sequence[Turn]) -> str:
+        """The prompt whose completion is the reply after `transcript`."""
         from lmrl_ray.envs.base import render_prompt
 
-        prompt = render_prompt(simulator_transcript(self.secret_text, transcript))
-        tokens = MAX_REPLY_TOKENS.get(self.task, DEFAULT_REPLY_TOKENS)
-        [completion] = self.engine.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=tokens))
-        line = completion.text.strip()
+        return render_prompt(simulator_transcript(self.secret_text, transcript))
+
+    def provide(self, prompt: str, text: str) -> None:
+        """The engine's completion `text` of `prompt`, computed ahead (by a batched call)."""
+        self._provided = (prompt, text)
+
+    def reply(self, transcript: Sequence[Turn]) -> str:
+        prompt = self.request(transcript)
+        provided, self._provided = self._provided, None
+        if provided is not None and provided[0] == prompt:
+            text = provided[1]
+        else:
+            self.unbatched_calls += 1
+            [completion] = self.engine.generate([prompt], self.sampling)
+            text = completion.text
+        line = text.strip()
         if self.task == "car-dealer":
             self.outcome = read_decision(line)
         return line

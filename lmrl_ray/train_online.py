@@ -82,6 +82,7 @@ def make_rollouts(config: TrainConfig) -> RolloutGroup:
         engine_placement="PACK" if config.gpus_per_engine > 0 else None,
         sampling=SamplingParams(temperature=config.temperature, seed=config.seed), num_envs=config.envs_per_worker,
         source="online", policy=config.algo,
+        env_settings=config.env_settings, simulator_replicas=config.simulator_replicas,
     )
 
 

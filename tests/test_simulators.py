@@ -3,18 +3,22 @@ the environments, the hash recorded by evaluation, bad input."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
 from lmrl_ray import envs
+from lmrl_ray.actors.engine import SamplingParams
 from lmrl_ray.data.datagen import generate
 from lmrl_ray.data.schema import transcript_of
 from lmrl_ray.data.store import ReplayStore
 from lmrl_ray.envs.base import AGENT, ENV
 from lmrl_ray.models import load_policy
 from lmrl_ray.models.checkpoint import save_checkpoint
-from lmrl_ray.simulators import SECRET_PREFIX, simulator_rows, train_simulator, weights_hash
+from lmrl_ray.learners.config import load_config
+from lmrl_ray.simulators import SECRET_PREFIX, serve_simulator, simulator_rows, train_simulator, weights_hash
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +31,17 @@ def tq_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tq_policy(tmp_path_factory, tq_data):
     """A Twenty Questions BC checkpoint (one update: any policy will do)."""
-    from lmrl_ray.learners.config import load_config
     from lmrl_ray.train import train_offline
 
     config = load_config("bc", task="twenty-questions", overrides=["updates=1", "batch_episodes=4"])
     return train_offline(config, data=tq_data, out=tmp_path_factory.mktemp("bc"), progress=False)["checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def tq_simulator(tmp_path_factory, tq_data):
+    """A Twenty Questions LM simulator (30 updates: it answers "Yes." or "No.")."""
+    return train_simulator("twenty-questions", tq_data, tmp_path_factory.mktemp("sim") / "sim",
+                           overrides=["updates=30", "batch_episodes=8"], progress=False)
 
 
 def stored_rows(path) -> list[dict]:
@@ -73,11 +83,10 @@ def test_the_weights_hash_changes_when_the_weights_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_its_hash(tmp_path, tq_data, tq_policy):
+def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_its_hash(tq_simulator, tq_policy):
     from lmrl_ray.evaluation import evaluate_checkpoint
 
-    sim = train_simulator("twenty-questions", tq_data, tmp_path / "sim", overrides=["updates=30", "batch_episodes=8"],
-                          progress=False)
+    sim = tq_simulator
     assert sim["loss"] < 1.0  # the answers are short and mostly "No."
     env = envs.make("twenty-questions", simulator="lm", simulator_model=sim["folder"])
     env.reset(seed=3)
@@ -94,6 +103,63 @@ def test_a_trained_simulator_answers_in_the_environment_and_evaluation_records_i
     assert grounded["simulator"] is None and "simulator_hash" not in grounded
 
 
+@pytest.mark.slow
+def test_a_rollout_worker_answers_every_simulator_turn_of_a_step_in_one_call(tq_simulator, tq_policy):
+    from lmrl_ray.actors.rollout_worker import RolloutWorker, default_max_new_tokens
+    from lmrl_ray.evaluation import checkpoint_engine
+
+    settings = {"simulator": "lm", "simulator_model": tq_simulator["folder"], "max_questions": 4}
+    policy = checkpoint_engine(tq_policy, engine="hf")
+    greedy = SamplingParams(temperature=0, max_new_tokens=default_max_new_tokens("twenty-questions"))
+    worker = RolloutWorker("twenty-questions", policy, sampling=greedy, num_envs=5, env_settings=settings)
+    rows = worker.run(list(range(5)))
+    # One policy call and one simulator call per step; no simulator had to call its engine itself.
+    assert worker.engine_calls == 4 and worker.simulator_calls == 4
+    assert [env.simulator.unbatched_calls for env in worker._envs] == [0] * 5
+    # The same episodes as each played alone, its simulator answering turn by turn.
+    for seed, row in enumerate(rows):
+        env = envs.make("twenty-questions", **settings)
+        env.reset(seed=seed)
+        while not env.done:
+            [completion] = policy.generate([env.prompt()], greedy)
+            env.step(completion.text)
+        assert env.simulator.unbatched_calls == env.agent_turns
+        assert transcript_of(row) == env.transcript
+
+
+@pytest.mark.slow
+def test_simulator_replicas_serve_the_rollout_workers(tq_simulator, tq_policy):
+    import ray
+
+    from lmrl_ray.actors.rollout_group import RolloutGroup
+    from lmrl_ray.evaluation import checkpoint_engine, evaluate_checkpoint, evaluation_options
+
+    settings = {"simulator": "lm", "simulator_model": tq_simulator["folder"], "max_questions": 3}
+    factory = functools.partial(checkpoint_engine, tq_policy, engine="hf", device="cpu")
+    # A worker, a policy engine and a simulator replica on the 2 CPUs Ray sees here.
+    group = RolloutGroup("twenty-questions", factory, num_workers=1, num_engines=1, simulator_replicas=1,
+                         cpus_per_worker=0.5, cpus_per_engine=0.5,
+                         sampling=SamplingParams(temperature=0), num_envs=4, env_settings=settings)
+    try:
+        served = group.sample(list(range(4)))
+        [stats] = ray.get([actor.stats.remote() for actor in group.simulators.actors])
+    finally:
+        group.shutdown()
+    # One batched call per step, from the worker actor: as many as the longest episode's turns.
+    assert stats["requests_served"] == max(len(row["turns"]) // 2 for row in served)
+    replicas = evaluate_checkpoint(tq_policy, episodes=2, seed=0, engine="hf", temperature=0, env_settings=settings,
+                                   simulator_replicas=1, return_rows=True)
+    assert replicas["simulator_replicas"] == 1 and replicas["simulator_hash"] == tq_simulator["hash"]
+    _, options = evaluation_options("twenty-questions", 2, 0)
+    # The simulator in this process answers the same moves as the replicas did.
+    for row, option in zip(served + replicas["rows"], [None] * len(served) + options):
+        env = envs.make("twenty-questions", **settings)
+        env.reset(seed=row["seed"], options=option)
+        for turn in transcript_of(row)[1::2]:
+            env.step(turn.text)
+        assert env.transcript == transcript_of(row)
+
+
 def test_bad_simulator_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match="simulator_model"):
         envs.make("twenty-questions", simulator="lm")
@@ -103,6 +169,14 @@ def test_bad_simulator_settings_are_named(tmp_path):
         envs.make("guess-city", simulator_model=str(tmp_path))
     with pytest.raises(ValueError, match="valid simulators: grounded, lm"):
         envs.make("twenty-questions", simulator="gpt")
+    with pytest.raises(ValueError, match="simulator_engine is for simulator 'lm'"):
+        envs.make("twenty-questions", simulator_engine=object())
+    with pytest.raises(ValueError, match="simulator_replicas serve an LM simulator"):
+        serve_simulator({"simulator": "grounded"}, 1)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        serve_simulator({"simulator": "lm", "simulator_model": str(tmp_path / "missing")}, 1)
+    with pytest.raises(ValueError, match="simulator_replicas serve an LM simulator"):
+        load_config("ppo", task="twenty-questions", overrides=["simulator_replicas=2"])
 
 
 def planted_yes_data(source, out) -> str:

@@ -35,7 +35,10 @@ class RolloutGroup:
     Workers in actors need engines they can reach: `num_engines=0` with workers starts
     one engine actor per worker. `engine_placement` reserves the engines in one placement
     group with that strategy (`EnginePoolConfig.placement_strategy`). `worker_kwargs` go
-    to each `RolloutWorker` (sampling, num_envs, source, policy, ...).
+    to each `RolloutWorker` (sampling, num_envs, source, policy, env_settings, ...). With
+    an LM simulator in `env_settings`, `simulator_replicas` >= 1 serves it from that many
+    engine actors that every worker shares (`simulators.serve_simulator`; each reserves
+    `cpus_per_engine` CPUs).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class RolloutGroup:
         engine_placement: str | None = None,
         max_restarts: int = 3,
         max_attempts: int = 4,
+        simulator_replicas: int = 0,
         **worker_kwargs,
     ):
         if num_workers < 0 or num_engines < 0:
@@ -69,6 +73,13 @@ class RolloutGroup:
             num_engines=num_engines, num_cpus_per_engine=cpus_per_engine, num_gpus_per_engine=gpus_per_engine,
             placement_strategy=engine_placement if num_engines else None, max_restarts=max_restarts,
         ))
+        self.simulators = None
+        if simulator_replicas:
+            from lmrl_ray.simulators import serve_simulator
+
+            settings, self.simulators = serve_simulator(worker_kwargs.get("env_settings"), simulator_replicas,
+                                                        cpus_per_replica=cpus_per_engine)
+            worker_kwargs = {**worker_kwargs, "env_settings": settings}
         self.worker_kwargs = worker_kwargs
         self.restarts = 0
         """Shares sent again because their worker died."""
@@ -135,6 +146,7 @@ class RolloutGroup:
         worker = RolloutWorker(
             self.task, self.engines, sampling=sampling, num_envs=num_envs,
             source="evaluation", policy=self.worker_kwargs.get("policy", ""),
+            env_settings=self.worker_kwargs.get("env_settings"),
         )
         try:
             return worker.run(list(seeds), list(options), [f"{self.task}-eval-{s}" for s in seeds])
@@ -155,6 +167,8 @@ class RolloutGroup:
                 ray.kill(worker, no_restart=True)
             self.workers = []
         self.engines.shutdown()
+        if self.simulators is not None:
+            self.simulators.shutdown()
 
 
 __all__ = ["RolloutGroup"]

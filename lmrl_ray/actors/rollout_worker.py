@@ -14,6 +14,16 @@ turn; their prompts (`env.prompt()`, the task's view) go to the engine in ONE ca
 each environment steps with its completion. A finished episode becomes a row and its
 environment starts the next queued episode, so at most `num_envs` are live at once.
 
+A dialogue environment with an LM simulator (`simulator="lm"`) answers each agent turn
+with its own model call. The worker makes that a second batched phase: before the
+environments step, it asks each LM simulator for the prompt of its reply to the new
+action (`LMSimulator.request`), answers them all in ONE call to the simulator's engine
+(the simulator replicas' pool, or the process's engine over the simulator's folder), and
+hands each simulator its answer (`provide`), which its `reply` then uses. A step thus
+makes one policy call and one simulator call, however many environments are live, and
+the episodes are the same as unbatched (greedy replies; the prompt is checked). The car
+buyer's opening line, at reset, is still one call per episode.
+
 Decoding:
 
 - "sample": `engine.generate` with the worker's `SamplingParams` (temperature 0 is
@@ -49,7 +59,7 @@ import numpy as np
 from lmrl_ray import envs
 from lmrl_ray.actors.engine import Engine, SamplingParams
 from lmrl_ray.data.schema import SOURCES, episode_row
-from lmrl_ray.envs.base import TextEnv
+from lmrl_ray.envs.base import AGENT, TextEnv, Turn
 
 Decoding = Literal["sample", "rerank"]
 DECODINGS = ("sample", "rerank")
@@ -121,6 +131,7 @@ class RolloutWorker:
         split: str | None = None,
         policy: str = "",
         env_settings: dict | None = None,
+        batch_simulator: bool = True,
     ):
         """
         decoding: "sample" (`engine.generate`) or "rerank" (`engine.choose` over the legal actions).
@@ -132,6 +143,9 @@ class RolloutWorker:
         source, split, policy: the rows' provenance columns; split defaults to "eval"
             for source "evaluation", else "train".
         env_settings: passed to `envs.make(task, ...)`.
+        batch_simulator: answer the LM simulators' turns of a step in one call (see the
+            module docstring); False lets each simulator call its engine itself (the
+            same episodes, slower; for comparison).
         """
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
@@ -156,11 +170,14 @@ class RolloutWorker:
         sampling = sampling or SamplingParams(temperature=1.0)
         self.sampling = replace(sampling, max_new_tokens=max_new_tokens or default_max_new_tokens(task))
         self.num_envs = num_envs
+        self.batch_simulator = batch_simulator
         self.source = source
         self.split = split or ("eval" if source == "evaluation" else "train")
         self.policy = policy
         self.engine_calls = 0
         """Engine calls made so far: one per step."""
+        self.simulator_calls = 0
+        """Batched LM-simulator calls made so far: at most one per step."""
         self.seconds = 0.0
         """Time spent in `run` so far."""
 
@@ -233,6 +250,8 @@ class RolloutWorker:
             actions = [c.text for c in completions]
             token_ids = [c.token_ids for c in completions]
             logprobs = [c.logprobs for c in completions]
+        if self.batch_simulator:
+            self._answer_ahead(live, actions)
         for episode, action, ids, lps in zip(live, actions, token_ids, logprobs):
             _, reward, _, _, info = episode.env.step(action)
             episode.rewards.append(reward)
@@ -241,6 +260,24 @@ class RolloutWorker:
             episode.version = version if episode.version is None else min(episode.version, version)
             if episode.env.done:
                 episode.success = bool(info.get("success", False))
+
+    def _answer_ahead(self, live: list[_Live], actions: list[str]) -> None:
+        """The LM simulators' replies to `actions`, one engine call per simulator engine,
+        handed to each simulator before its environment steps (see the module docstring)."""
+        calls: dict[tuple, list] = {}
+        for episode, action in zip(live, actions):
+            simulator = getattr(episode.env, "simulator", None)
+            if not hasattr(simulator, "request") or not isinstance(action, str):
+                continue
+            # What the environment's step will pass its simulator: the transcript and the stripped action.
+            prompt = simulator.request([*episode.env.transcript, Turn(AGENT, action.strip())])
+            engine, sampling = simulator.engine, simulator.sampling
+            calls.setdefault((id(engine), sampling), [engine, []])[1].append((simulator, prompt))
+        for (_, sampling), (engine, pending) in calls.items():
+            self.simulator_calls += 1
+            completions = engine.generate([prompt for _, prompt in pending], sampling)
+            for (simulator, prompt), completion in zip(pending, completions):
+                simulator.provide(prompt, completion.text)
 
     def _legal(self, env: TextEnv) -> list[str]:
         actions = env.legal_actions()

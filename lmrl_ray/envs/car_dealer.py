@@ -59,15 +59,15 @@ class CarDealerEnv(TextEnv):
     task = "car-dealer"
     option_names = ("persona",)
 
-    def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None, max_lines: int = 50,
-                 render_mode: str | None = None):
+    def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None,
+                 simulator_engine=None, max_lines: int = 50, render_mode: str | None = None):
         if max_lines < 3:
             raise ValueError(f"{self.task}: max_lines must be at least 3 (buyer, seller, buyer), got {max_lines}")
         super().__init__(max_agent_turns=(max_lines - 1) // 2, render_mode=render_mode)
         self.max_lines = max_lines
         self.catalog = catalog()
         grounded = {"grounded": lambda: GroundedBuyer(self.catalog, self.max_agent_turns)}
-        self.buyer = build_simulator(self.task, simulator, grounded, simulator_model)
+        self.buyer = build_simulator(self.task, simulator, grounded, simulator_model, simulator_engine)
         self.persona = None
 
     @property

@@ -10,8 +10,9 @@ agent from the secret and the dialogue so far. Two kinds stand behind this inter
   are small language models distilled from grounded dialogues, as in the paper.
 
 An environment takes `simulator="grounded"` (the default) or `simulator="lm"` with
-`simulator_model=FOLDER`, and builds its simulator with `build_simulator`, which names
-the valid kinds when asked for another.
+`simulator_model=FOLDER` (and optionally `simulator_engine=POOL`: simulator replicas
+serving that folder, from `simulators.serve_simulator`), and builds its simulator with
+`build_simulator`, which names the valid kinds when asked for another.
 """
 
 from __future__ import annotations
@@ -43,21 +44,25 @@ class Simulator:
         raise NotImplementedError
 
 
-def lm_simulator(task: str, folder: str | None) -> Simulator:
-    """The LM simulator of `task` from the model folder `folder` (imported here: the
-    grounded environments need no torch)."""
+def lm_simulator(task: str, folder: str | None, engine=None) -> Simulator:
+    """The LM simulator of `task` from the model folder `folder`, served by `engine` when
+    given (imported here: the grounded environments need no torch)."""
     from lmrl_ray.simulators import LMSimulator
 
-    return LMSimulator(task, folder)
+    return LMSimulator(task, folder, engine=engine)
 
 
 def build_simulator(task: str, kind: str, builders: Mapping[str, Callable[[], Simulator]],
-                    simulator_model: str | None = None) -> Simulator:
+                    simulator_model: str | None = None, simulator_engine=None) -> Simulator:
     """The simulator of `kind` for `task`, from the task's `builders` by kind, or "lm":
-    the LM simulator in the folder `simulator_model`."""
-    if simulator_model is not None and kind != "lm":
-        raise ValueError(f"{task}: simulator_model is for simulator 'lm', not {kind!r}")
-    builders = {**builders, "lm": lambda: lm_simulator(task, simulator_model)}
+    the LM simulator in the folder `simulator_model`, answered by `simulator_engine` (an
+    engine pool of simulator replicas) when given, else by an engine in this process."""
+    for name, value in (("simulator_model", simulator_model), ("simulator_engine", simulator_engine)):
+        if value is not None and kind != "lm":
+            raise ValueError(f"{task}: {name} is for simulator 'lm', not {kind!r}")
+    if kind == "lm" and simulator_model is None:
+        raise ValueError(f"{task}: simulator 'lm' needs simulator_model, the folder of a trained simulator")
+    builders = {**builders, "lm": lambda: lm_simulator(task, simulator_model, simulator_engine)}
     if kind not in builders:
         raise ValueError(f"{task}: unknown simulator {kind!r}; valid simulators: {', '.join(builders)}")
     return builders[kind]()

@@ -69,12 +69,12 @@ class GuessCityEnv(TextEnv):
     task = "guess-city"
     option_names = ("city",)
 
-    def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None, max_questions: int = 20,
-                 render_mode: str | None = None):
+    def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None,
+                 simulator_engine=None, max_questions: int = 20, render_mode: str | None = None):
         if max_questions < 1:
             raise ValueError(f"{self.task}: max_questions must be at least 1, got {max_questions}")
         super().__init__(max_agent_turns=max_questions, render_mode=render_mode)
-        self.simulator = build_simulator(self.task, simulator, SIMULATORS, simulator_model)
+        self.simulator = build_simulator(self.task, simulator, SIMULATORS, simulator_model, simulator_engine)
         self.city: City | None = None
 
     def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:

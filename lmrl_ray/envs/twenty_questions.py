@@ -46,7 +46,8 @@ FIRST_OBSERVATION = "Questions:"
 class TwentyQuestionsEnv(TextEnv):
     """Twenty Questions against a simulator: `simulator="grounded"` (the default) or
     `"lm"` with `simulator_model`, the folder of a trained LM simulator
-    (`lmrl_ray/simulators.py`).
+    (`lmrl_ray/simulators.py`), and optionally `simulator_engine`, the simulator
+    replicas that serve it.
 
     `options={"object": name}` pins the hidden object by name or synonym.
     """
@@ -54,12 +55,12 @@ class TwentyQuestionsEnv(TextEnv):
     task = "twenty-questions"
     option_names = ("object",)
 
-    def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None, max_questions: int = 20,
-                 render_mode: str | None = None):
+    def __init__(self, *, simulator: str = "grounded", simulator_model: str | None = None,
+                 simulator_engine=None, max_questions: int = 20, render_mode: str | None = None):
         super().__init__(max_agent_turns=max_questions, render_mode=render_mode)
         self.table = load_table()
         self.simulator = build_simulator(self.task, simulator, {"grounded": lambda: GroundedOracle(self.table)},
-                                         simulator_model)
+                                         simulator_model, simulator_engine)
         self.hidden_object = None
 
     def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -147,6 +147,14 @@ class TrainConfig:
     cpus_per_rollout_worker: float = 1.0
     cpus_per_engine: float = 1.0
     gpus_per_engine: float = 0.0
+    simulator: str = ""
+    """Dialogue tasks: the partner in online rollouts and evaluations, "grounded" or "lm"
+    ("": the task's default, grounded)."""
+    simulator_model: str = ""
+    """Simulator "lm": the folder of the trained LM simulator."""
+    simulator_replicas: int = 0
+    """Simulator "lm": engine actors serving the LM simulator, shared by every rollout
+    worker (0: each rollout process loads the simulator itself)."""
     eval_every_iterations: int = 0
     """Online: evaluate the policy (eval_episodes episodes, sampled at `temperature`) every
     this many iterations (0: only at the end when eval_episodes > 0)."""
@@ -173,7 +181,8 @@ class TrainConfig:
         for name in ("warmup_updates", "weight_decay", "grad_clip_norm", "num_learners", "eval_episodes", "head_width",
                      "cql_weight", "bc_weight", "beta", "value_clip", "vf_coef", "kl_coef", "kl_target",
                      "offline_bc_weight", "num_rollout_workers", "num_engines", "cpus_per_rollout_worker",
-                     "cpus_per_engine", "gpus_per_engine", "eval_every_iterations", "feature_cache_mb"):
+                     "cpus_per_engine", "gpus_per_engine", "eval_every_iterations", "feature_cache_mb",
+                     "simulator_replicas"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -182,6 +191,8 @@ class TrainConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not 0.0 < self.clip_ratio < 1.0:
             raise ValueError(f"clip_ratio must be in (0, 1), got {self.clip_ratio}")
+        if self.simulator_replicas and self.simulator != "lm":
+            raise ValueError(f"simulator_replicas serve an LM simulator; set simulator=lm, got {self.simulator!r}")
         if self.engine not in ("auto", "hf", "vllm"):
             raise ValueError(f"engine must be auto, hf or vllm, got {self.engine!r}")
         for name in ("gamma", "polyak", "gae_lambda"):
@@ -223,6 +234,16 @@ class TrainConfig:
             raise ValueError(
                 f"batch_episodes ({self.batch_episodes}) must be a multiple of num_learners ({self.num_learners})"
             )
+
+    @property
+    def env_settings(self) -> dict[str, Any]:
+        """The environment settings the simulator keys give (`envs.make(task, **...)`)."""
+        settings: dict[str, Any] = {}
+        if self.simulator:
+            settings["simulator"] = self.simulator
+        if self.simulator_model:
+            settings["simulator_model"] = self.simulator_model
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
