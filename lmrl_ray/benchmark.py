@@ -16,6 +16,11 @@ Presets:
 - `local`: small datasets, short runs, the embedded tiny model; for a 2-core laptop.
 - `paper`: the paper's dataset sizes (its Table 1) and longer runs on a model from a
   local folder (`--model`, e.g. GPT-2 saved with `save_pretrained`); for clusters.
+
+The algorithms `symbolic-dqn|cql|bc|marwil` add the paper's symbolic Maze baseline (its
+appendix G upper bound) as rows of the fully observed Maze: RLlib on the maze without
+text, offline on the same dataset (`symbolic_maze.run_symbolic_cell`); they need the
+`rllib` extra and are skipped for other tasks.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from lmrl_ray.data.datagen import PAPER_TABLE_1
 
 OFFLINE = ("bc", "filtered-bc", "mc", "ilql")
 ONLINE = ("ppo", "online-filtered-bc")
+# The symbolic Maze baseline (`symbolic_maze.py`, RLlib): rows of task "maze" only.
+SYMBOLIC = ("symbolic-dqn", "symbolic-cql", "symbolic-bc", "symbolic-marwil")
+ALGOS = OFFLINE + ONLINE + SYMBOLIC
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,12 @@ def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, ove
     torch.set_num_threads(1)  # one core per cell: cells run side by side
     started = time.perf_counter()
     root = Path(out) / "runs" / cell.name
+    if cell.algo in SYMBOLIC:
+        from lmrl_ray.symbolic_maze import run_symbolic_cell
+
+        row = run_symbolic_cell(cell.algo.removeprefix("symbolic-"), cell.seed, data=data,
+                                eval_episodes=preset.eval_episodes, out=root)
+        return _save_cell(out, cell, {**row, "seconds": time.perf_counter() - started})
 
     def train(algo: str, start: str) -> str:
         config = load_config(algo, task=cell.task, model=start,
@@ -121,6 +135,10 @@ def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, ove
                                   "normalised_ours", "episodes", "decoding")},
         "checkpoint": str(checkpoint), "seconds": time.perf_counter() - started,
     }
+    return _save_cell(out, cell, row)
+
+
+def _save_cell(out: str, cell: Cell, row: dict) -> dict:
     cells = Path(out) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     write_atomically(cells / f"{cell.name}.json", lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
@@ -130,9 +148,11 @@ def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, ove
 def _check(tasks: Sequence[str], algos: Sequence[str], seeds: int, preset: str) -> Preset:
     for task in tasks:
         envs.spec(task)  # names the valid tasks when it is not one
-    unknown = [a for a in algos if a not in OFFLINE + ONLINE]
+    unknown = [a for a in algos if a not in ALGOS]
     if unknown:
-        raise ValueError(f"unknown algorithms {unknown}; valid: {', '.join(OFFLINE + ONLINE)}")
+        raise ValueError(f"unknown algorithms {unknown}; valid: {', '.join(ALGOS)}")
+    if any(a in SYMBOLIC for a in algos) and "maze" not in tasks:
+        raise ValueError(f"the symbolic algorithms ({', '.join(SYMBOLIC)}) are rows of task maze; add maze to --tasks")
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     if preset not in PRESETS:
@@ -182,7 +202,7 @@ def run_benchmark(
 
     init_ray()
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=1)(run_cell)
-    cells = [Cell(t, a, s) for t in tasks for a in algos for s in range(seeds)]
+    cells = [Cell(t, a, s) for t in tasks for a in algos for s in range(seeds) if a not in SYMBOLIC or t == "maze"]
     done: list[dict] = []
     todo = []
     for cell in cells:

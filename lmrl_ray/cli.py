@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="the table: every (task, algo, seed) cell as a Ray task, 95%% intervals")
     p.add_argument("--tasks", required=True, help="comma-separated, e.g. maze,wordle")
-    p.add_argument("--algos", required=True, help="comma-separated, e.g. bc,filtered-bc,mc,ilql,ppo")
+    p.add_argument("--algos", required=True,
+                   help="comma-separated, e.g. bc,filtered-bc,mc,ilql,ppo; symbolic-dqn|cql|bc|marwil: the "
+                        "symbolic Maze baseline (RLlib), rows of task maze")
     p.add_argument("--seeds", type=int, default=3, help="seeds per (task, algo)")
     p.add_argument("--preset", choices=["local", "paper"], default="local",
                    help="local: small data, short runs, the tiny model; paper: Table 1's data sizes, needs --model")

@@ -29,7 +29,7 @@ from lmrl_ray.actors.factory import ENGINE_KINDS, make_engine, select_engine_kin
 from lmrl_ray.actors.rollout_worker import DECODINGS, run_episodes
 from lmrl_ray.data.datagen import episode_options, episode_seed
 from lmrl_ray.learners.checkpoint import CheckpointError, CheckpointMeta, read_meta, resolve_checkpoint
-from lmrl_ray.rollout import normalised_score, summarize
+from lmrl_ray.rollout import scores, summarize
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def evaluate_checkpoint(
     folder = resolve_checkpoint(path)
     meta = read_meta(folder)
     task = task or meta.task
-    spec = envs.spec(task)
+    envs.spec(task)  # an unknown task fails now, naming the valid ones
     if task != meta.task:
         log.warning("checkpoint %s was trained on %r; evaluating it on %r", folder, meta.task, task)
     if decoding not in DECODINGS:
@@ -215,14 +215,7 @@ def evaluate_checkpoint(
         "algo": meta.algo,
         "checkpoint": str(folder),
         "step": meta.step,
-        "episodes": summary.episodes,
-        "mean_return": summary.mean_return,
-        "ci95": summary.ci95,
-        "std_return": summary.std_return,
-        "success_rate": summary.success_rate,
-        "mean_turns": summary.mean_turns,
-        "normalised_paper": normalised_score(summary.mean_return, spec.paper_min, spec.paper_avg, spec.paper_max),
-        "normalised_ours": normalised_score(summary.mean_return, spec.paper_min, spec.our_avg, spec.our_max),
+        **scores(task, summary),
         "decoding": decoding,
         "value_guided": value_guided,
         "beta": (meta.beta if beta is None else beta) if value_guided else None,

@@ -67,6 +67,22 @@ def normalised_score(x: float, m: float | None, d: float | None, M: float | None
     return max(0.0, score)
 
 
+def scores(task: str, summary: Summary) -> dict:
+    """An evaluation's figures: the summary's fields and the normalised scores of `task`
+    with the paper's constants and with ours."""
+    spec = envs.spec(task)
+    return {
+        "episodes": summary.episodes,
+        "mean_return": summary.mean_return,
+        "ci95": summary.ci95,
+        "std_return": summary.std_return,
+        "success_rate": summary.success_rate,
+        "mean_turns": summary.mean_turns,
+        "normalised_paper": normalised_score(summary.mean_return, spec.paper_min, spec.paper_avg, spec.paper_max),
+        "normalised_ours": normalised_score(summary.mean_return, spec.paper_min, spec.our_avg, spec.our_max),
+    }
+
+
 @dataclass
 class Episode:
     """A finished episode: the transcript and the reward of every agent turn."""

@@ -13,7 +13,7 @@ fi
 # which on Linux is a multi-GB CUDA build. 2.13.0 is the CPU build on our machines;
 # on a GPU box install the torch you want into .venv before running make.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,rllib]'
 
 # Stockfish: the chess tasks' opponent. Debian/Ubuntu ship it as `stockfish` (in /usr/games).
 if command -v stockfish >/dev/null 2>&1 || [ -x /usr/games/stockfish ] || [ -n "${LMRL_STOCKFISH:-}" ]; then

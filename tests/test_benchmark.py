@@ -45,6 +45,25 @@ def test_a_tiny_benchmark_writes_the_table_csv_and_plot_with_intervals_over_seed
     assert [r["mean_return"] for r in again["rows"]] == [r["mean_return"] for r in result["rows"]]
 
 
+@pytest.mark.slow
+def test_the_symbolic_maze_baseline_is_a_row_of_the_maze_table(ray_local, tmp_path):
+    pytest.importorskip("ray.rllib", reason="the symbolic Maze baseline needs RLlib (pip install 'lmrl-ray[rllib]')")
+    from lmrl_ray.symbolic_maze import OPTIMAL_MEAN_RETURN
+
+    out = tmp_path / "bench"
+    # A symbolic algorithm is skipped for the other task, which still gets its BC row.
+    result = run_benchmark(["maze", "text-nav"], ["symbolic-bc"], 1, out=out, data_episodes=300, eval_episodes=25,
+                           progress=False)
+    [cell] = result["cells"]
+    assert (cell["task"], cell["algo"], cell["seed"], cell["episodes"]) == ("maze", "symbolic-bc", 0, 25)
+    # BC imitates data whose trajectories never leave their branch: it cannot reach the
+    # shortest paths (offline CQL does; tests/test_symbolic_maze.py).
+    assert cell["mean_return"] < OPTIMAL_MEAN_RETURN - 10 and cell["success_rate"] < 1.0
+    assert math.isfinite(cell["normalised_paper"]) and cell["decoding"] == "greedy"
+    with open(out / "table.csv") as f:
+        assert [(r["task"], r["algo"]) for r in csv.DictReader(f)] == [("maze", "symbolic-bc")]
+
+
 def test_bad_benchmark_input_is_named(tmp_path, capsys):
     assert main(["benchmark", "--tasks", "mazes", "--algos", "bc", "--out", str(tmp_path)]) != 0
     assert "mazes" in capsys.readouterr().err
@@ -54,4 +73,6 @@ def test_bad_benchmark_input_is_named(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
     assert main(["benchmark", "--tasks", "maze", "--algos", "bc", "--seeds", "0", "--out", str(tmp_path)]) != 0
     assert "--seeds" in capsys.readouterr().err
+    assert main(["benchmark", "--tasks", "wordle", "--algos", "symbolic-dqn", "--out", str(tmp_path)]) != 0
+    assert "add maze to --tasks" in capsys.readouterr().err
     assert not (tmp_path / "cells").exists()
