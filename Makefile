@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/learner.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/benchmark_cells.py
+	$(BIN)/python benchmarks/simulator.py
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) bash scripts/setup.sh
