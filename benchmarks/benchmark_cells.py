@@ -53,13 +53,15 @@ def main() -> None:
                                    overrides=overrides, data_episodes=args.data_episodes,
                                    eval_episodes=args.eval_episodes, progress=False)
             runs[workers] = {"seconds": time.perf_counter() - started,
-                             "cell_seconds": [round(c["seconds"], 2) for c in result["cells"]]}
+                             "cell_seconds": [round(c["seconds"], 2) for c in result["cells"]],
+                             "table": [{k: r[k] for k in ("task", "algo", "mean_return", "mean_return_ci95",
+                                                          "normalised_paper") if k in r} for r in result["rows"]]}
     write_json({
         "benchmark": "benchmark_cells",
         "machine": machine(),
         "tasks": tasks, "algos": algos, "seeds": args.seeds, "preset": args.preset, "overrides": overrides,
         "data_episodes": args.data_episodes, "eval_episodes": args.eval_episodes,
-        "cells": len(tasks) * len(algos) * args.seeds,
+        "cells": len(runs[1]["cell_seconds"]),
         "wall_seconds_1_worker": round(runs[1]["seconds"], 1),
         "wall_seconds_2_workers": round(runs[2]["seconds"], 1),
         "speedup_2_over_1": round(runs[1]["seconds"] / runs[2]["seconds"], 2),
