@@ -37,7 +37,8 @@ from report import machine, write_json
 TASK = "twenty-questions"
 
 
-def play(policy, settings: dict, seeds: list[int], num_envs: int, batch_simulator: bool) -> tuple[list[dict], float, int]:
+def play(policy, settings: dict, seeds: list[int], num_envs: int,
+         batch_simulator: bool) -> tuple[list[dict], float, int]:
     greedy = SamplingParams(temperature=0, max_new_tokens=default_max_new_tokens(TASK))
     worker = RolloutWorker(TASK, policy, sampling=greedy, num_envs=num_envs, env_settings=settings,
                            batch_simulator=batch_simulator)

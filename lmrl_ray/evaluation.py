@@ -157,8 +157,8 @@ def evaluate_checkpoint(
     actor that builds its own engine. `env_settings` go to the task's environment
     (`envs.make`), e.g. Wordle's `invalid_penalty`, or an LM simulator
     (`{"simulator": "lm", "simulator_model": FOLDER}`), which `simulator_replicas` >= 1
-    serves from that many engine actors (`simulators.serve_simulator`). `out` writes the rows to a replay
-    store there; `return_rows` adds them to the result under "rows".
+    serves from that many engine actors (`simulators.serve_simulator`). `out` writes the
+    rows to a replay store there; `return_rows` adds them to the result under "rows".
 
     Returns a dict: task, checkpoint_task, algo, checkpoint, step, episodes, mean_return, ci95 (half-width),
     std_return, success_rate, mean_turns, normalised_paper, normalised_ours, decoding,
