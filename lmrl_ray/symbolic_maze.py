@@ -38,7 +38,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -284,6 +283,7 @@ def convert_store(store: str | os.PathLike, out_dir: str | os.PathLike, *, inval
     turn would break the episode's return and its move count) and counts it.
     The file is written to a temporary name and renamed, so a reader never sees half of it.
     """
+    from lmrl_ray.benchmark_table import write_atomically
     from lmrl_ray.data.store import ReplayStore, StoreError
 
     if invalid not in INVALID_POLICIES:
@@ -317,15 +317,14 @@ def convert_store(store: str | os.PathLike, out_dir: str | os.PathLike, *, inval
     episodes = table.num_rows - skipped
     meta = {"source": str(source.resolve()), "episodes": str(episodes), "skipped_invalid": str(skipped)}
     out = pa.Table.from_pylist(rows, schema=TRANSITION_SCHEMA).replace_schema_metadata(meta)
-    tmp = folder / f".{TRANSITIONS_FILE}.{uuid.uuid4().hex}.tmp"
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             pq.write_table(out, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, folder / TRANSITIONS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomically(folder / TRANSITIONS_FILE, write)
     return SymbolicData(str(folder), episodes, len(rows), skipped, str(source))
 
 
