@@ -202,6 +202,10 @@ def run_benchmark(
 
     init_ray()
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=1)(run_cell)
+    # An offline symbolic cell reserves no CPU: RLlib reads its data with Ray Data tasks
+    # that each need a free CPU (the file listing's cannot be told otherwise), so cells
+    # holding every CPU would wait on them forever (2 such cells on 2 cores did).
+    offline_symbolic = ray.remote(num_cpus=0, max_retries=1)(run_cell)
     cells = [Cell(t, a, s) for t in tasks for a in algos for s in range(seeds) if a not in SYMBOLIC or t == "maze"]
     done: list[dict] = []
     todo = []
@@ -222,7 +226,8 @@ def run_benchmark(
         while todo or pending:
             while todo and len(pending) < limit:
                 cell = todo.pop(0)
-                ref = remote.remote(cell, data=data[cell.task], out=str(out), preset=chosen, model=model,
+                runner = offline_symbolic if cell.algo in SYMBOLIC and cell.algo != "symbolic-dqn" else remote
+                ref = runner.remote(cell, data=data[cell.task], out=str(out), preset=chosen, model=model,
                                     overrides=list(overrides))
                 pending[ref] = cell
             ready, _ = ray.wait(list(pending), num_returns=1)

@@ -46,22 +46,24 @@ def test_a_tiny_benchmark_writes_the_table_csv_and_plot_with_intervals_over_seed
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # two offline symbolic cells on the 2 CPUs once waited forever for their data
 def test_the_symbolic_maze_baseline_is_a_row_of_the_maze_table(ray_local, tmp_path):
     pytest.importorskip("ray.rllib", reason="the symbolic Maze baseline needs RLlib (pip install 'lmrl-ray[rllib]')")
     from lmrl_ray.symbolic_maze import OPTIMAL_MEAN_RETURN
 
     out = tmp_path / "bench"
-    # A symbolic algorithm is skipped for the other task, which still gets its BC row.
-    result = run_benchmark(["maze", "text-nav"], ["symbolic-bc"], 1, out=out, data_episodes=300, eval_episodes=25,
-                           progress=False)
-    [cell] = result["cells"]
-    assert (cell["task"], cell["algo"], cell["seed"], cell["episodes"]) == ("maze", "symbolic-bc", 0, 25)
+    # A symbolic algorithm is skipped for the other task; two cells at a time on 2 CPUs.
+    result = run_benchmark(["maze", "text-nav"], ["symbolic-bc"], 2, out=out, data_episodes=300, eval_episodes=25,
+                           workers=2, progress=False)
+    assert [(c["task"], c["algo"], c["seed"]) for c in result["cells"]] == [("maze", "symbolic-bc", s) for s in (0, 1)]
+    cell = result["cells"][0]
+    assert cell["episodes"] == 25
     # BC imitates data whose trajectories never leave their branch: it cannot reach the
     # shortest paths (offline CQL does; tests/test_symbolic_maze.py).
     assert cell["mean_return"] < OPTIMAL_MEAN_RETURN - 10 and cell["success_rate"] < 1.0
     assert math.isfinite(cell["normalised_paper"]) and cell["decoding"] == "greedy"
     with open(out / "table.csv") as f:
-        assert [(r["task"], r["algo"]) for r in csv.DictReader(f)] == [("maze", "symbolic-bc")]
+        assert [(r["task"], r["algo"], r["seeds"]) for r in csv.DictReader(f)] == [("maze", "symbolic-bc", "2")]
 
 
 def test_bad_benchmark_input_is_named(tmp_path, capsys):
