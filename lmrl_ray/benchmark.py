@@ -62,7 +62,9 @@ PRESETS = {
         default_episodes=256,
         train={
             "bc": ["updates=40"], "filtered-bc": ["updates=40"], "mc": ["updates=100", "freeze_lm=true"],
-            "ilql": ["updates=300", "freeze_lm=true", "polyak=0.1"],
+            # the demo's ILQL (lmrl_ray/demo.py), which beats BC on fully observed Maze
+            "ilql": ["updates=400", "freeze_lm=true", "polyak=0.1", "head_input_norm=true", "bootstrap=turn",
+                     "td_lambda=0.5"],
             "ppo": ["iterations=4", "episodes_per_iteration=32"],
             "online-filtered-bc": ["iterations=4", "episodes_per_iteration=32"],
         },

@@ -26,11 +26,14 @@ DATA_EPISODES = 1240
 # term and the language model stops being the behaviour policy that decoding reweights
 # (after 120 such updates it put most of its mass on non-moves). Heads alone also take
 # no backward pass through the model, so the same minutes buy more updates; faster
-# target heads (polyak 0.1) propagate values over them.
+# target heads (polyak 0.1) propagate values over them. The heads read the hidden states
+# standardised per last token (head_input_norm): raw, the 25 cells' states after "move"
+# differ too little for TD to learn a V that depends on the cell. Q bootstraps from the
+# next turn (bootstrap=turn, TD(0.5) across turns), so a reward crosses a move per step.
 RUNS = {
     "bc": ["updates=40", "batch_episodes=32", "lr=1e-3", "checkpoint_every_updates=40", "keep_checkpoints=1"],
-    "ilql": ["updates=300", "batch_episodes=32", "lr=1e-3", "polyak=0.1", "freeze_lm=true",
-             "checkpoint_every_updates=100", "keep_checkpoints=1"],
+    "ilql": ["updates=400", "batch_episodes=32", "lr=1e-3", "polyak=0.1", "freeze_lm=true", "head_input_norm=true",
+             "bootstrap=turn", "td_lambda=0.5", "checkpoint_every_updates=100", "keep_checkpoints=1"],
 }
 # How each policy acts in the table: (label, algo, decoding).
 POLICIES = [("BC", "bc", "sample"), ("ILQL", "ilql", "sample"), ("ILQL, re-ranked", "ilql", "rerank")]

@@ -417,6 +417,41 @@ def test_a_head_favouring_one_token_makes_it_generated(model, tokenizer, prompts
     assert engine.choose(prompts[:1], [["up", "move up", "down"]]) == [1]
 
 
+def test_heads_that_standardise_by_token_read_the_token_each_state_read_last(model, tokenizer, prompts):
+    """With a fitted `TokenNorm`, every state is standardised by the statistics of the
+    last token it read: generation (prefill and each decoding step) and candidate
+    scoring must hand the heads exactly those tokens. Checked against guided logits
+    computed position by position from one plain forward."""
+    torch.manual_seed(3)
+    heads = ILQLHeads(model.config.n_embd, model.config.vocab_size, width=16)
+    V = model.config.vocab_size
+    heads.input_norm.fit(torch.randn(3 * V, model.config.n_embd) * 4 + 2, torch.arange(V).repeat(3), min_states=3)
+    beta = 2.0
+    engine = HFEngine(model, tokenizer, guidance=ValueGuidance(heads, beta=beta))
+
+    def guided(ids: list[int]) -> torch.Tensor:  # (T, V): decode logits after each token of ids
+        tokens = torch.tensor([ids])
+        with torch.no_grad():
+            out = model(input_ids=tokens, output_hidden_states=True)
+            h = heads.input_norm(out.hidden_states[-1], tokens)
+            q = torch.minimum(heads.target_q1(h), heads.target_q2(h))
+            return (out.logits + beta * (q - heads.v(h)[..., None]))[0]
+
+    for prompt, completion in zip(prompts, engine.generate(prompts, SamplingParams(max_new_tokens=4, temperature=0.0))):
+        ids = tokenizer(prompt)["input_ids"]
+        expected = []
+        for _ in range(len(completion.token_ids)):
+            expected.append(int(guided(ids + expected)[-1].argmax()))
+        assert completion.token_ids == expected
+    [scores] = engine.candidate_logprobs(prompts[:1], [MOVES])
+    ids = tokenizer(prompts[0])["input_ids"]
+    for move, score in zip(MOVES, scores):
+        full = ids + tokenizer(move + "\n")["input_ids"]
+        logp = torch.log_softmax(guided(full), -1)
+        expected = sum(logp[t - 1, full[t]].item() for t in range(len(ids), len(full)))
+        assert score == pytest.approx(expected, abs=1e-3)
+
+
 def test_support_min_p_keeps_guidance_to_the_language_models_likely_tokens(model, tokenizer, prompts):
     """Heads that favour the model's least likely first token get it generated without
     the restriction; with support_min_p = 1 only the model's most likely token is

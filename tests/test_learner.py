@@ -272,6 +272,34 @@ def test_head_grad_scale_scales_what_the_value_losses_send_into_the_model():
         load_config("mc", task="wordle", overrides=["td_lambda=0.5"])
 
 
+def test_head_input_norm_is_fitted_on_the_first_episodes_and_saved_with_the_heads(tmp_path, wordle_data):
+    from lmrl_ray.learners.group import LearnerWorker
+    from lmrl_ray.models import HEADS_FILE, ILQLHeads, load_heads
+
+    keys = ["freeze_lm=true", "head_input_norm=true", "head_input_norm_episodes=6", "batch_episodes=4"]
+    config = load_config("ilql", task="wordle", overrides=keys + ["updates=2", "checkpoint_every_updates=2"])
+    worker = LearnerWorker(config, str(wordle_data))
+    norm = worker.learner.heads.input_norm
+    assert norm.fitted
+    # By hand: the frozen model's states at the agent steps of the first 6 episodes,
+    # grouped by the token each read last.
+    batch = worker.learner.collator(worker.dataset.slice(0, 6).to_pylist())
+    positions = torch.unique(batch.positions)
+    with torch.no_grad():
+        hidden = worker.learner.model.base_model(input_ids=batch.input_ids,
+                                                 attention_mask=batch.attention_mask).last_hidden_state
+    hidden, tokens = hidden.flatten(0, 1)[positions], batch.input_ids.flatten()[positions]
+    token = int(torch.mode(tokens).values)  # the most common last token
+    assert torch.allclose(norm.mean[norm.rows[token]], hidden[tokens == token].mean(0), atol=1e-5)
+    result = train_offline(config, data=wordle_data, out=tmp_path / "run", progress=False)
+    saved = load_heads(f"{result['checkpoint']}/{HEADS_FILE}", ILQLHeads(norm.mean.shape[1], norm.rows.numel()))
+    assert torch.equal(saved.input_norm.mean, norm.mean) and torch.equal(saved.input_norm.rows, norm.rows)
+    assert not Learner(load_config("ilql", task="wordle", overrides=["freeze_lm=true"])).heads.input_norm.fitted
+    for algo, bad in (("ilql", ["head_input_norm=true"]), ("bc", ["head_input_norm=true", "freeze_lm=true"])):
+        with pytest.raises(ValueError, match="head_input_norm"):
+            load_config(algo, task="wordle", overrides=bad)
+
+
 def test_ilql_starts_from_the_heads_of_an_mc_checkpoint_and_fresh_after_bc(tmp_path, wordle_data):
     def heads_of(learner):
         return torch.cat([p.detach().flatten() for p in learner.heads.state_dict().values()])

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import BertConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -354,3 +355,28 @@ def test_heads_save_load_round_trip(tmp_path):
         load_heads(path, ValueHead(8))
     with pytest.raises(FileNotFoundError):
         load_heads(tmp_path / "missing.safetensors", ValueHead(8))
+
+
+def test_token_norm_standardises_by_the_last_token_and_travels_with_the_heads(tmp_path):
+    torch.manual_seed(0)
+    heads = ILQLHeads(8, 11)
+    tokens = torch.tensor([3] * 20 + [5] * 30 + [7] * 2)  # token 7: too few states, left as is
+    hidden = torch.randn(len(tokens), 8) * torch.linspace(0.1, 5, 8) + 10 * tokens[:, None]
+    assert torch.equal(heads.input_norm(hidden, None), hidden)  # the identity until fitted
+    heads.input_norm.fit(hidden, tokens, min_states=8, eps=0.0)
+    normed = heads.input_norm(hidden, tokens)
+    for token in (3, 5):
+        rows = normed[tokens == token]
+        assert torch.allclose(rows.mean(0), torch.zeros(8), atol=1e-4)
+        assert torch.allclose(rows.std(0), torch.ones(8), atol=1e-4)
+    assert torch.equal(normed[tokens == 7], hidden[tokens == 7])
+    with pytest.raises(ValueError, match="tokens"):
+        heads(hidden)
+    path = save_heads(heads, tmp_path / HEADS_FILE)
+    fresh = load_heads(path, ILQLHeads(8, 11))  # buffers resize to the fitted statistics
+    assert fresh.input_norm.fitted and torch.equal(fresh.input_norm(hidden, tokens), normed)
+    assert torch.equal(fresh(hidden, tokens).v, heads(hidden, tokens).v)
+    # A heads file from before TokenNorm existed loads, with the identity.
+    old = {k: v for k, v in ILQLHeads(8, 11).state_dict().items() if not k.startswith("input_norm.")}
+    save_file(old, tmp_path / "old.safetensors")
+    assert not load_heads(tmp_path / "old.safetensors", ILQLHeads(8, 11)).input_norm.fitted

@@ -81,9 +81,12 @@ class ValueGuidance:
         self.beta = float(beta)
         self.support_min_p = float(support_min_p)
 
-    def __call__(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """hidden (..., H), logits (..., V) -> guided logits (..., V)."""
+    def __call__(self, hidden: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (..., H), logits (..., V), tokens (...): the last token each state read
+        (for heads that standardise by it) -> guided logits (..., V)."""
         hidden = hidden.to(next(self.heads.parameters()).dtype)
+        if hasattr(self.heads, "input_norm"):
+            hidden = self.heads.input_norm(hidden, tokens)
         q = torch.minimum(self.heads.target_q1(hidden), self.heads.target_q2(hidden))  # (..., V)
         v = self.heads.v(hidden)[..., None]  # (..., 1): V(s_t), broadcast over the vocabulary
         guided = logits + self.beta * (q - v).float()
@@ -373,7 +376,7 @@ class HFEngine(Engine):
         if self.guidance is None:
             return logits, logits
         hidden = out.hidden_states[-1][:, -logits_to_keep:]  # (B, K, H)
-        return logits, self.guidance(hidden, logits)
+        return logits, self.guidance(hidden, logits, input_ids[:, -logits_to_keep:])
 
 
 @dataclass

@@ -97,6 +97,13 @@ class TrainConfig:
     """ILQL and MC: the fraction of the heads' gradient that reaches the language model
     (1: all of it; small values let the value losses shape the hidden states without
     swamping the BC term that keeps the model the behaviour policy)."""
+    head_input_norm: bool = False
+    """ILQL and MC with freeze_lm: the heads read each hidden state standardised by the
+    mean and standard deviation of the states that read the same last token, fitted once
+    on the first `head_input_norm_episodes` episodes of the dataset and saved with the
+    heads (`models.TokenNorm`). A small model's states at one token differ in directions
+    of tiny variance, which TD on the raw states does not pick up."""
+    head_input_norm_episodes: int = 128
     head_width: int = 0
     """Inner width of the heads' MLPs; 0 = the model's hidden size."""
     top_fraction: float = 0.1
@@ -182,7 +189,7 @@ class TrainConfig:
                      "cql_weight", "bc_weight", "beta", "value_clip", "vf_coef", "kl_coef", "kl_target",
                      "offline_bc_weight", "num_rollout_workers", "num_engines", "cpus_per_rollout_worker",
                      "cpus_per_engine", "gpus_per_engine", "eval_every_iterations", "feature_cache_mb",
-                     "simulator_replicas"):
+                     "simulator_replicas", "head_input_norm_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -214,6 +221,9 @@ class TrainConfig:
             raise ValueError(f"head_grad_scale must be in [0, 1], got {self.head_grad_scale}")
         if self.head_grad_scale != 1.0 and self.algo not in ("ilql", "mc"):
             raise ValueError(f"head_grad_scale applies to ilql and mc, not {self.algo}")
+        if self.head_input_norm and (self.algo not in ("ilql", "mc") or not self.freeze_lm):
+            raise ValueError("head_input_norm standardises a frozen model's states for ilql and mc heads: "
+                             f"it needs freeze_lm=true and algo ilql or mc (got {self.algo}, freeze_lm={self.freeze_lm})")
         if self.freeze_lm and self.algo not in ("ilql", "mc"):
             raise ValueError(f"freeze_lm trains the value heads alone: it applies to ilql and mc, not {self.algo}")
         if not 0.0 < self.top_fraction <= 1.0:

@@ -77,6 +77,9 @@ class LearnerWorker:
         self.dataset = read_dataset(data, config) if data is not None else None
         self.learner = Learner(config, device=device, rank=rank, world_size=world_size)
         self._offline_rows: list[dict] | None = None
+        if config.head_input_norm and self.dataset is not None and not self.learner.heads.input_norm.fitted:
+            first = self.dataset.slice(0, config.head_input_norm_episodes).to_pylist()
+            self.learner.fit_head_input_norm(first)
 
     def num_episodes(self) -> int:
         return self.dataset.num_rows if self.dataset is not None else 0

@@ -99,7 +99,7 @@ class ILQL:
 
     def loss(self, states, heads, batch):
         c = self.config
-        q1, q2, target_q1, target_q2, v = heads(states.hidden)  # (U, V) x 4, (U,): per distinct state
+        q1, q2, target_q1, target_q2, v = heads(states.hidden, states.tokens)  # (U, V) x 4, (U,): per distinct state
         v = v[states.index]  # (N,): V(s_t) per step
         v_next = next_state_values(v, batch.next_step)  # (N,): V(s_{t+1}), 0 at the end
         td_lambda = c.td_lambda

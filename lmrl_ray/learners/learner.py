@@ -70,6 +70,7 @@ class StepStates:
     logits: torch.Tensor  # (U, V): the language model's next-token logits at each distinct state
     hidden: torch.Tensor  # (U, H): the final hidden state of each distinct state
     index: torch.Tensor  # (N,): step n is at state index[n]
+    tokens: torch.Tensor | None = None  # (U,): the last token each distinct state read
 
 
 class Learner:
@@ -173,7 +174,7 @@ class Learner:
         logits = model.get_output_embeddings()(hidden)  # (U, V)
         # What the heads read: head_grad_scale (1 unless ILQL or MC asks) of their gradient reaches the model.
         hidden = scale_gradient(hidden, self.config.head_grad_scale)
-        return StepStates(logits, hidden, index)
+        return StepStates(logits, hidden, index, batch.input_ids.flatten()[positions])
 
     @torch.no_grad()
     def _frozen_hidden(self, batch, positions: torch.Tensor) -> torch.Tensor:
@@ -195,6 +196,20 @@ class Learner:
                     self._feature_cache[keys[b]] = states
                     self._feature_cache_bytes += size
         return torch.stack([rows[b][t] for b, t in zip((positions // T).tolist(), (positions % T).tolist())])
+
+    @torch.no_grad()
+    def fit_head_input_norm(self, rows: Sequence[dict]) -> None:
+        """Fit the heads' `TokenNorm` (`head_input_norm`) on the frozen model's hidden
+        states at every agent step of `rows`; every learner of a group fits on the same
+        rows, so they agree."""
+        episodes = [self.collator.encode(r) for r in rows]
+        hidden, tokens = [], []
+        for group in microbatches(episodes, self.config.microbatch_tokens):
+            batch = self.collator.pad(group).to(self.device)
+            positions = torch.unique(batch.positions)
+            hidden.append(self._frozen_hidden(batch, positions))
+            tokens.append(batch.input_ids.flatten()[positions])
+        self.heads.input_norm.fit(torch.cat(hidden), torch.cat(tokens))
 
     def _accumulate(self, episodes, loss_fn, weight: float = 1.0) -> tuple[dict[str, float], float]:
         """Add the gradient of `weight` x the loss over `episodes` (this learner's share of

@@ -65,7 +65,7 @@ class MCReturns:
     def loss(self, states, heads, batch):
         c = self.config
         # The online heads only: MC never reads the targets while learning.
-        h = states.hidden  # (U, H): per distinct state
+        h = heads.input_norm(states.hidden, states.tokens)  # (U, H): per distinct state
         q1, q2, v = heads.q1(h), heads.q2(h), heads.v(h)  # (U, V), (U, V), (U,)
         loss, metrics = mc_loss(
             q1, q2, v[states.index], batch.returns, batch.actions, batch.action_mask,
