@@ -49,7 +49,7 @@ class TokenNorm(nn.Module):
 
     At a given token, a small model's final hidden states differ by little against their
     norm, in directions of tiny variance: on the Maze, states after "move" in the 25
-    cells lie 1.9 apart against a norm of 16.8. Heads trained by TD on them learn a V
+    cells lie 1.6 apart against a norm of 16.8. Heads trained by TD on them learn a V
     that is the same in every cell; standardised per last token, the same heads learn
     one graded by the distance to the goal. The buffers resize to what a saved file
     holds, so a fitted norm loads into fresh heads.
