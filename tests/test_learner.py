@@ -298,6 +298,8 @@ def test_head_input_norm_is_fitted_on_the_first_episodes_and_saved_with_the_head
     for algo, bad in (("ilql", ["head_input_norm=true"]), ("bc", ["head_input_norm=true", "freeze_lm=true"])):
         with pytest.raises(ValueError, match="head_input_norm"):
             load_config(algo, task="wordle", overrides=bad)
+    with pytest.raises(ValueError, match="head_input_norm_episodes must be at least 1"):
+        load_config("ilql", task="wordle", overrides=keys[:-1] + ["head_input_norm_episodes=0"])
 
 
 def test_ilql_starts_from_the_heads_of_an_mc_checkpoint_and_fresh_after_bc(tmp_path, wordle_data):

@@ -181,7 +181,7 @@ class TrainConfig:
             raise ValueError(f"unknown algorithm {self.algo!r}; valid: {', '.join(ALGOS)}")
         positive = ("updates", "batch_episodes", "microbatch_tokens", "checkpoint_every_updates", "keep_checkpoints",
                     "log_every_updates", "iterations", "episodes_per_iteration", "ppo_epochs", "minibatches_per_epoch",
-                    "updates_per_iteration", "envs_per_worker", "kl_horizon_tokens")
+                    "updates_per_iteration", "envs_per_worker", "kl_horizon_tokens", "head_input_norm_episodes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -189,7 +189,7 @@ class TrainConfig:
                      "cql_weight", "bc_weight", "beta", "value_clip", "vf_coef", "kl_coef", "kl_target",
                      "offline_bc_weight", "num_rollout_workers", "num_engines", "cpus_per_rollout_worker",
                      "cpus_per_engine", "gpus_per_engine", "eval_every_iterations", "feature_cache_mb",
-                     "simulator_replicas", "head_input_norm_episodes"):
+                     "simulator_replicas"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
