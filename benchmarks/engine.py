@@ -23,7 +23,8 @@
   through the object store, against a plain in-memory copy of the same state dict.
 
     python benchmarks/engine.py [--prompts 64] [--naive-subset-big 8] [--repeats 2] [--no-profile]
-                                [--skip-generate] [--threads N] [--out FILE]
+                                [--skip-generate] [--skip-broadcast] [--device cpu|cuda]
+                                [--threads N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def naive(model, tokenizer, prompts: list[str]) -> tuple[list[list[int]], float]
     rows = []
     start = time.perf_counter()
     for prompt in prompts:
-        batch = tokenizer(prompt, return_tensors="pt")
+        batch = tokenizer(prompt, return_tensors="pt").to(model.device)
         out = model.generate(
             **batch,
             max_new_tokens=MAX_NEW_TOKENS,
@@ -124,8 +125,9 @@ def measure(
     naive_subset: int | None,
     repeats: int,
     profile_ops: bool,
+    device: str = "cpu",
 ) -> dict:
-    engine = HFEngine(model, tokenizer)
+    engine = HFEngine(model, tokenizer, device=device)  # moves the model: the naive loop runs there too
     # Warm-up: first calls pay for thread pools and allocator growth.
     sample = next(iter(prompts_by_task.values()))[:2]
     engine.generate(sample, SamplingParams(max_new_tokens=2, temperature=0))
@@ -250,6 +252,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each way; the best counts")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler tables")
     parser.add_argument("--skip-generate", action="store_true", help="only the weight-broadcast timings")
+    parser.add_argument("--skip-broadcast", action="store_true", help="only the generation timings")
+    parser.add_argument("--device", default="cpu", help="where both ways generate (the profile reads CPU ops only)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: one per core); fewer on a busy machine"
     )
@@ -261,13 +265,13 @@ def main() -> None:
     started = time.perf_counter()
     tiny, tokenizer = load_policy("tiny")
     prompts = {task: task_prompts(task, args.prompts) for task in TASKS}
-    common = {"repeats": args.repeats, "profile_ops": not args.no_profile}
+    common = {"repeats": args.repeats, "profile_ops": not args.no_profile, "device": args.device}
     load_before = os.getloadavg()[0]
     models = [] if args.skip_generate else [
         measure("tiny", tiny.eval(), tokenizer, prompts, naive_subset=None, **common),
         measure("gpt2-small", gpt2_small(tokenizer), tokenizer, prompts, naive_subset=args.naive_subset_big, **common),
     ]
-    broadcasts = [
+    broadcasts = [] if args.skip_broadcast else [
         broadcast("tiny", functools.partial(HFEngine.load, "tiny"), tiny.state_dict(), args.repeats + 3),
         broadcast("gpt2-small", gpt2_small_engine, gpt2_small(tokenizer).state_dict(), args.repeats + 3),
     ]
@@ -278,6 +282,7 @@ def main() -> None:
             "processor": platform.machine(),
             "cpus": cores,
             "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             # Other work on the (shared) machine slows runs down: the 1-minute load

@@ -417,7 +417,11 @@ def test_a_head_favouring_one_token_makes_it_generated(model, tokenizer, prompts
     assert engine.choose(prompts[:1], [["up", "move up", "down"]]) == [1]
 
 
-def test_heads_that_standardise_by_token_read_the_token_each_state_read_last(model, tokenizer, prompts):
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
+def test_heads_that_standardise_by_token_read_the_token_each_state_read_last(model, tokenizer, prompts, device):
     """With a fitted `TokenNorm`, every state is standardised by the statistics of the
     last token it read: generation (prefill and each decoding step) and candidate
     scoring must hand the heads exactly those tokens. Checked against guided logits
@@ -427,10 +431,11 @@ def test_heads_that_standardise_by_token_read_the_token_each_state_read_last(mod
     V = model.config.vocab_size
     heads.input_norm.fit(torch.randn(3 * V, model.config.n_embd) * 4 + 2, torch.arange(V).repeat(3), min_states=3)
     beta = 2.0
-    engine = HFEngine(model, tokenizer, guidance=ValueGuidance(heads, beta=beta))
+    model = copy.deepcopy(model).to(device)
+    engine = HFEngine(model, tokenizer, device=device, guidance=ValueGuidance(heads, beta=beta))
 
     def guided(ids: list[int]) -> torch.Tensor:  # (T, V): decode logits after each token of ids
-        tokens = torch.tensor([ids])
+        tokens = torch.tensor([ids], device=device)
         with torch.no_grad():
             out = model(input_ids=tokens, output_hidden_states=True)
             h = heads.input_norm(out.hidden_states[-1], tokens)
