@@ -6,7 +6,8 @@
   "maze" (fully observed: the current board, ~30 tokens) and "text-nav" (goal and
   current room, ~120 tokens).
 - Batched: one `HFEngine.generate` call with all prompts in flight. Naive: one
-  `model.generate` per prompt (greedy, newline as end-of-sequence). Both greedy with
+  `model.generate` per prompt (greedy, newline as end-of-sequence) on the stock model
+  (a copy made before the engine swaps its faster modules in). Both greedy with
   at most 32 new tokens; tokens/s counts generated tokens (the newline included) over
   the wall-clock time of the whole call, tokenization and prefill included. The engine
   computes a prefix shared by several prompts once (a task's prompts share its
@@ -30,6 +31,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import os
@@ -127,11 +129,14 @@ def measure(
     profile_ops: bool,
     device: str = "cpu",
 ) -> dict:
-    engine = HFEngine(model, tokenizer, device=device)  # moves the model: the naive loop runs there too
+    # The naive loop runs the stock model, as a simple rollout loop would: the engine
+    # swaps faster modules into the model it takes over (`lmrl_ray.models.fused`).
+    stock = copy.deepcopy(model).to(device)
+    engine = HFEngine(model, tokenizer, device=device)
     # Warm-up: first calls pay for thread pools and allocator growth.
     sample = next(iter(prompts_by_task.values()))[:2]
     engine.generate(sample, SamplingParams(max_new_tokens=2, temperature=0))
-    naive(model, tokenizer, sample[:1])
+    naive(stock, tokenizer, sample[:1])
 
     workloads, totals = [], {"batched_tokens": 0, "batched_s": 0.0, "naive_tokens": 0, "naive_s": 0.0}
     for task, prompts in prompts_by_task.items():
@@ -143,7 +148,7 @@ def measure(
         for _ in range(repeats):
             batch_rows, seconds = batched(engine, prompts)
             batch_times.append(seconds)
-            naive_rows, seconds = naive(model, tokenizer, [prompts[i] for i in subset])
+            naive_rows, seconds = naive(stock, tokenizer, [prompts[i] for i in subset])
             naive_times.append(seconds)
         batch_s, naive_s = min(batch_times), min(naive_times)
         _, prefill_s = batched(engine, prompts, SamplingParams(max_new_tokens=1, temperature=0))

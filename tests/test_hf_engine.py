@@ -6,6 +6,7 @@ buckets, the compaction of finished rows). Everything runs on CPU in a few secon
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -234,6 +235,26 @@ def test_prompts_sharing_prefixes_decode_as_alone(model, tokenizer, prompts):
     for prompt, c in zip(shared, sampled):
         expected = forward_logprobs(model, tokenizer(prompt)["input_ids"], c.token_ids)
         np.testing.assert_allclose(c.logprobs, expected, atol=1e-4)
+
+
+def test_calls_of_growing_and_shrinking_batches_reuse_the_cache_memory(model, tokenizer, prompts):
+    """The decoding cache's memory is kept between calls and handed out again, larger or
+    smaller: every call still decodes as `model.generate`; two threads calling at once
+    take turns and get what each would alone."""
+    engine = HFEngine(model, tokenizer)
+    expected = reference_generate(model, tokenizer, prompts, GREEDY.max_new_tokens)
+    for subset in ([0], list(range(len(prompts))), [2, 1], list(range(len(prompts)))[::-1], [0]):
+        assert token_ids(engine, [prompts[i] for i in subset], GREEDY) == [expected[i] for i in subset]
+    results = {}
+    threads = [
+        threading.Thread(target=lambda k=k: results.__setitem__(k, token_ids(engine, prompts[k::2], GREEDY)))
+        for k in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {k: expected[k::2] for k in range(2)}
 
 
 def test_completion_fields(model, tokenizer, prompts):
