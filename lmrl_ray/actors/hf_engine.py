@@ -24,8 +24,8 @@ Where the time goes on a CPU, and what is done about it:
   many rows as finished, so finished rows cost nothing in later steps.
 - **The decoding cache's memory** is kept from one call to the next (`_Arena`): the 89M
   model's cache for 64 prompts is ~1 GB, and a fresh allocation of it pays a page fault
-  on every page as the prefixes are copied in (0.4 s of a 13 s call on 2 cores). A call
-  takes the engine's lock, so two threads never share the buffers.
+  on every page as the prefixes are copied in (0.5 s of a 12.8 s call on 2 cores). A
+  call takes the engine's lock, so two threads never share the buffers.
 
 Context: a prompt keeps its last `max_position_embeddings - max_new_tokens` tokens (for
 `choose`, the context minus the candidate's tokens). Truncating from the left is right
@@ -109,8 +109,9 @@ class HFEngine(Engine):
     The engine takes the model over: it moves it to `device`, sets it to eval mode (no
     dropout) and swaps in faster equivalents of some modules (`models.fused`: GPT-2's
     many-op GELU for the fused one; on CPU, linear layers with their weights packed
-    once for oneDNN). Its parameters stay the model's own. Prompts are tokenized with the tokenizer's own defaults (the tiny
-    tokenizer adds no special tokens), the same ids the learners' collate must build.
+    once for oneDNN); its parameters stay the model's own. Prompts are tokenized with
+    the tokenizer's own defaults (the tiny tokenizer adds no special tokens), the same
+    ids the learners' collate must build. Calls (and `set_weights`) run one at a time.
 
     `guidance`, when given, shapes the logits that tokens are picked from (`generate`)
     and that candidates are ranked by (`choose`); the recorded log-probs stay the
@@ -321,12 +322,16 @@ class HFEngine(Engine):
         scores = self.candidate_logprobs(prompts, candidates)
         return [max(range(len(row)), key=row.__getitem__) for row in scores]
 
-    @torch.inference_mode()
     def candidate_logprobs(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         """log pi(candidate + "\\n" | prompt) for every candidate of every prompt, from one
         batched forward over all (prompt, candidate) pairs; prompt tokens are masked out.
         Guided engines score with the guided logits (temperature 1), the distribution
         they decode from."""
+        with self._lock:
+            return self._candidate_logprobs(prompts, candidates)
+
+    @torch.inference_mode()
+    def _candidate_logprobs(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         sequences, action_lengths = candidate_sequences(self.tokenizer, prompts, candidates, self.max_positions)
         if not sequences:
             return []
@@ -525,7 +530,7 @@ class _Arena:
         size = math.prod(shape)
         memory = self._memory.get(key)
         if memory is None or memory.numel() < size or memory.dtype != like.dtype or memory.device != like.device:
-            self._memory[key] = None  # let the old memory go before taking the new
+            memory = self._memory[key] = None  # let the old memory go before taking the new
             memory = self._memory[key] = like.new_empty(size)
         return memory[:size].view(shape)
 
