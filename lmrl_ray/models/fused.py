@@ -21,15 +21,11 @@ model with these modules is the same as one written from the stock model.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import NewGELUActivation
 from transformers.pytorch_utils import Conv1D
-
-log = logging.getLogger(__name__)
 
 
 class FusedTanhGELU(nn.Module):
