@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/benchmark_cells.py
 	$(BIN)/python benchmarks/simulator.py
+	$(BIN)/python benchmarks/scan.py
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) bash scripts/setup.sh

@@ -19,10 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmrl_ray.benchmark import run_benchmark
-from lmrl_ray.data.datagen import generate
-from lmrl_ray.ray_utils import init_ray
 from report import machine, write_json
+
+from lmrl_ray.cluster import init_ray
+from lmrl_ray.data.datagen import generate
+from lmrl_ray.drivers.benchmark import run_benchmark
 
 
 def main() -> None:

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from report import machine, write_json
 
 from lmrl_ray import envs
+from lmrl_ray.cluster import init_ray
 from lmrl_ray.data.datagen import generate, generate_episodes
 from lmrl_ray.data.store import ReplayStore
-from lmrl_ray.ray_utils import init_ray
-from report import machine, write_json
 
 # Episodes per (task, worker count): enough for a few seconds of work each.
 EPISODES = {

@@ -41,18 +41,19 @@ import time
 
 import torch
 import transformers
+from report import write_json
 from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2LMHeadModel
 
 from lmrl_ray import envs
-from lmrl_ray.actors.engine import SamplingParams
-from lmrl_ray.actors.hf_engine import HFEngine, _prefix_segments
 from lmrl_ray.actors.pool import EnginePool, EnginePoolConfig
+from lmrl_ray.cluster import init_ray
+from lmrl_ray.engines.base import SamplingParams
+from lmrl_ray.engines.hf_engine import HFEngine
+from lmrl_ray.engines.kv_cache import prefix_segments
+from lmrl_ray.envs.play import rollout
 from lmrl_ray.models import load_policy, newline_id
 from lmrl_ray.models.tiny import TinyRecipe, gpt2_config
-from lmrl_ray.ray_utils import init_ray
-from lmrl_ray.rollout import rollout
-from report import write_json
 
 MAX_NEW_TOKENS = 32
 TASKS = ("maze", "text-nav")
@@ -158,7 +159,7 @@ def measure(
         naive_tokens = sum(map(len, naive_rows))
         prompt_ids = tokenizer(prompts)["input_ids"]
         prompt_tokens = [len(ids) for ids in prompt_ids]
-        computed = sum(len(segment.ids) for segment in _prefix_segments(prompt_ids)[0])
+        computed = sum(len(segment.ids) for segment in prefix_segments(prompt_ids)[0])
         batched_rate, naive_rate = batch_tokens / batch_s, naive_tokens / naive_s
         workloads.append(
             {

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from lmrl_ray import envs
-from lmrl_ray.rollout import episode_seed, play_episode
 from report import machine, write_json
+
+from lmrl_ray import envs
+from lmrl_ray.envs.play import episode_seed, play_episode
 
 
 def measure(task: str, kind: str, seconds: float, min_episodes: int = 3) -> dict:
@@ -20,7 +21,7 @@ def measure(task: str, kind: str, seconds: float, min_episodes: int = 3) -> dict
         steps = episodes = 0
         start = time.perf_counter()
         while episodes < min_episodes or time.perf_counter() - start < seconds:
-            steps += play_episode(env, policy, episode_seed(0, episodes)).agent_turns
+            steps += play_episode(env, policy, episode_seed(0, None, episodes)).agent_turns
             episodes += 1
         elapsed = time.perf_counter() - start
     finally:

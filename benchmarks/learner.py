@@ -14,20 +14,20 @@ Tokens are the batch's sequence tokens (padding excluded) as the bare loop sees 
 from __future__ import annotations
 
 import argparse
-import time
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from report import machine, write_json
 
+from lmrl_ray.cluster import init_ray
 from lmrl_ray.data.datagen import generate
 from lmrl_ray.data.schema import episode_row
+from lmrl_ray.envs.play import rollout
 from lmrl_ray.learners.config import load_config
 from lmrl_ray.learners.group import LearnerGroup
 from lmrl_ray.learners.learner import Learner
-from lmrl_ray.ray_utils import init_ray
-from lmrl_ray.rollout import rollout
-from report import machine, write_json
 
 
 def rows_of(task: str, n: int) -> list[dict]:

@@ -44,19 +44,20 @@ import time
 from pathlib import Path
 
 import torch
+from report import machine, write_json
 
-from lmrl_ray.actors.engine import SamplingParams
-from lmrl_ray.actors.factory import make_engine
+from lmrl_ray.actors.pool import EnginePool, EnginePoolConfig
 from lmrl_ray.actors.rollout_group import RolloutGroup
 from lmrl_ray.actors.rollout_worker import RolloutWorker
+from lmrl_ray.cluster import init_ray
 from lmrl_ray.data.datagen import generate
 from lmrl_ray.data.schema import AGENT, LENGTH, RETURN, ROLE, SUCCESS, TOKEN_IDS, TURNS
+from lmrl_ray.drivers.offline import train_offline
+from lmrl_ray.drivers.online import train_online
+from lmrl_ray.engines.base import SamplingParams
+from lmrl_ray.engines.factory import make_engine
 from lmrl_ray.learners.config import load_config
 from lmrl_ray.models import load_policy
-from lmrl_ray.ray_utils import init_ray
-from lmrl_ray.train import train_offline
-from lmrl_ray.train_online import train_online
-from report import machine, write_json
 
 TASK = "maze"
 BC_DATA_EPISODES = 300
@@ -118,12 +119,12 @@ def workers_scaling(model: str, seeds: list[int], num_envs: int, repeats: int) -
     init_ray()
     factory = functools.partial(make_engine, "hf", model)
     sampling = SamplingParams(temperature=1.0, seed=SEED)
-    groups = {}
+    groups, pools = {}, {}
     try:
         for workers in (1, 2):
+            pools[workers] = EnginePool(factory, EnginePoolConfig(num_engines=workers, num_cpus_per_engine=CPUS_PER_ACTOR))
             groups[workers] = RolloutGroup(
-                TASK, factory, num_workers=workers, num_engines=workers,
-                cpus_per_worker=CPUS_PER_ACTOR, cpus_per_engine=CPUS_PER_ACTOR,
+                TASK, pools[workers], num_workers=workers, cpus_per_worker=CPUS_PER_ACTOR,
                 sampling=sampling, num_envs=num_envs, source="online", policy="bc",
             )
         warmup = seeds_of(2 * 2, offset=10**6)
@@ -138,6 +139,8 @@ def workers_scaling(model: str, seeds: list[int], num_envs: int, repeats: int) -
     finally:
         for group in groups.values():
             group.shutdown()
+        for pool in pools.values():
+            pool.shutdown()
     one, two = best(runs[1]), best(runs[2])
     return {
         "settings": {"episodes": len(seeds), "num_envs_per_worker": num_envs,
@@ -156,9 +159,9 @@ def workers_scaling(model: str, seeds: list[int], num_envs: int, repeats: int) -
 def batching(model: str, seeds: list[int], naive_seeds: list[int], num_envs: int, repeats: int) -> dict:
     """One in-process batched rollout against one episode at a time over the same engine."""
     sampling = SamplingParams(temperature=1.0, seed=SEED)
-    group = RolloutGroup(TASK, functools.partial(make_engine, "hf", model), num_workers=0,
-                         sampling=sampling, num_envs=num_envs, source="online", policy="bc")
-    naive = RolloutWorker(TASK, group.engines, sampling=sampling, num_envs=1, source="online", policy="bc")
+    engine = make_engine("hf", model)
+    group = RolloutGroup(TASK, engine, num_workers=0, sampling=sampling, num_envs=num_envs, source="online", policy="bc")
+    naive = RolloutWorker(TASK, engine, sampling=sampling, num_envs=1, source="online", policy="bc")
     try:
         warmup = seeds_of(2, offset=10**6)
         group.sample(warmup)
@@ -206,9 +209,9 @@ def online_iteration(model: str, root: Path, iterations: int, episodes: int, epo
     total = sum(mean.values())
     return {
         "settings": {"algo": "ppo", "iterations": iterations, "episodes_per_iteration": episodes,
-                     "overrides": overrides, "envs_per_worker": config.envs_per_worker,
-                     "ppo_epochs": config.ppo_epochs, "rollout_workers": config.num_rollout_workers,
-                     "learners": config.num_learners, "engine": config.engine,
+                     "overrides": overrides, "envs_per_worker": config.rollouts.envs_per_worker,
+                     "ppo_epochs": config.ppo_epochs, "rollout_workers": config.rollouts.num_rollout_workers,
+                     "learners": config.resources.num_learners, "engine": config.rollouts.engine,
                      "counted_iterations": f"{len(history) - len(counted) + 1}..{len(history)}"},
         "per_iteration": per_iteration,
         "mean_seconds": {p: round(s, 3) for p, s in mean.items()},

@@ -23,16 +23,17 @@ import time
 from pathlib import Path
 
 import torch
+from report import machine, write_json
 
-from lmrl_ray.actors.engine import SamplingParams
 from lmrl_ray.actors.rollout_worker import RolloutWorker, default_max_new_tokens
 from lmrl_ray.data.datagen import generate
 from lmrl_ray.data.schema import transcript_of
-from lmrl_ray.evaluation import checkpoint_engine
+from lmrl_ray.drivers.evaluation import checkpoint_engine
+from lmrl_ray.drivers.offline import train_offline
+from lmrl_ray.engines.base import SamplingParams
 from lmrl_ray.learners.config import load_config
-from lmrl_ray.simulators import train_simulator
-from lmrl_ray.train import train_offline
-from report import machine, write_json
+from lmrl_ray.simulators.distill import train_simulator
+from lmrl_ray.simulators.lm import lm_simulator
 
 TASK = "twenty-questions"
 
@@ -74,7 +75,7 @@ def main() -> None:
                              overrides=[f"updates={args.bc_updates}", "batch_episodes=16", "lr=1e-3"])
         bc = train_offline(config, data=str(root / "data"), out=str(root / "bc"), progress=False)["checkpoint"]
         policy = checkpoint_engine(bc, engine="hf", device="cpu")
-        settings = {"simulator": "lm", "simulator_model": sim["folder"]}
+        settings = {"simulator": lm_simulator(TASK, sim["folder"])}
         seeds = list(range(1000, 1000 + args.episodes))
         play(policy, settings, seeds[:2], 2, True)  # warm-up: loads the simulator in this process
         runs: dict[str, list] = {"batched": [], "per_environment": []}

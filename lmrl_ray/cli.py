@@ -1,4 +1,4 @@
-"""`lmrl-ray`: the command line over the tasks (and, as they land, the training drivers)."""
+"""`lmrl-ray`: the command line over the tasks, the datasets, the drivers and the simulators."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from dataclasses import asdict
 
 from lmrl_ray import envs
 from lmrl_ray.data.store import StoreError
+from lmrl_ray.envs.play import scripted_summary
 from lmrl_ray.learners.config import ALGOS
-from lmrl_ray.rollout import evaluate, normalised_score
+from lmrl_ray.simulators.lm import SECRETS
+from lmrl_ray.stats import normalised_score
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -56,7 +58,7 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def _summary_row(task: str, kind: str, episodes: int, seed: int, progress: bool) -> dict:
-    s = evaluate(task, kind, episodes, seed=seed, progress=progress)
+    s = scripted_summary(task, kind, episodes, seed=seed, progress=progress)
     spec = envs.spec(task)
     return {
         "task": task,
@@ -181,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lmrl_ray.learners.checkpoint import read_meta, resolve_checkpoint
 
     read_meta(resolve_checkpoint(args.checkpoint))  # a wrong path fails now, before torch loads
-    from lmrl_ray.evaluation import evaluate_checkpoint
+    from lmrl_ray.drivers.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         args.checkpoint,
@@ -222,11 +224,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Training: offline (BC, filtered BC, MC Returns, ILQL on a dataset) or online (PPO,
     online filtered BC from an initial checkpoint)."""
-    from lmrl_ray.learners.config import ONLINE_ALGOS, load_config
-    from lmrl_ray.learners.group import dataset_task
-    from lmrl_ray.ray_utils import init_ray
+    from lmrl_ray.learners.config import config_class, load_config, print_help
 
-    online = args.algo in ONLINE_ALGOS
+    if args.help or args.help_verbose:
+        args.parser.print_help()
+        if args.algo:
+            print(f"\nThe config keys of {args.algo} (key=value, or --key value; a YAML file of them with --config)"
+                  + ("" if args.help_verbose else "; -H for their documentation") + ":")
+            print_help(args.algo, f"lmrl-ray train {args.task or 'TASK'} --algo {args.algo}", verbose=args.help_verbose)
+        return 0
+    if args.task is None or args.algo is None:
+        args.parser.error("train needs a TASK and --algo (lmrl-ray train --help)")
+    from lmrl_ray.cluster import init_ray
+    from lmrl_ray.learners.group import dataset_task
+
+    online = config_class(args.algo).online
     if not online and args.data is None:
         raise ValueError(f"--algo {args.algo} trains on a dataset: pass --data DIR")
     if not online and args.init is not None:
@@ -237,14 +249,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         found = dataset_task(args.data)
         if found != args.task:
             raise ValueError(f"{args.data}: a dataset of task {found}, not {args.task}")
-    config = load_config(args.algo, file=args.config, overrides=args.overrides, task=args.task,
-                         model=args.init or args.model, num_learners=args.num_learners,
-                         num_rollout_workers=args.num_rollout_workers, num_engines=args.num_engines)
-    if config.num_learners > 0 or config.num_rollout_workers > 0 or config.num_engines > 0:
+    config = load_config(args.algo, file=args.config, overrides=args.overrides, arguments=args.arguments,
+                         task=args.task, model=args.init or args.model)
+    workers = config.rollouts.num_rollout_workers + config.rollouts.num_engines if online else 0
+    if config.resources.num_learners > 0 or workers > 0:
         init_ray()
     out = args.out or f"runs/{args.task}-{args.algo}"
     if online:
-        from lmrl_ray.train_online import train_online
+        from lmrl_ray.drivers.online import train_online
 
         result = train_online(config, out=out, data=args.data, resume=args.resume, progress=not args.json)
         result.pop("history")
@@ -257,17 +269,17 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"success rate {m.get('rollout/success_rate', float('nan')):.3f}")
         if "eval/return_mean" in m:
             print(f"evaluation (sampled): mean return {m['eval/return_mean']:.3f} ± {_fmt(m['eval/return_ci95'], 3)} "
-                  f"(95% CI) over {config.eval_episodes} episodes; success rate {m['eval/success_rate']:.3f}")
+                  f"(95% CI) over {config.common.eval_episodes} episodes; success rate {m['eval/success_rate']:.3f}")
         return 0
-    from lmrl_ray.train import train_offline
+    from lmrl_ray.drivers.offline import train_offline
 
     result = train_offline(config, data=args.data, out=out, resume=args.resume, progress=not args.json)
-    if config.eval_episodes:
-        from lmrl_ray.evaluation import evaluate_checkpoint
+    c = config.common
+    if c.eval_episodes:
+        from lmrl_ray.drivers.evaluation import evaluate_checkpoint
 
-        result["evaluation"] = evaluate_checkpoint(result["checkpoint"], episodes=config.eval_episodes, seed=config.seed,
-                                                   env_settings=config.env_settings,
-                                                   simulator_replicas=config.simulator_replicas)
+        result["evaluation"] = evaluate_checkpoint(result["checkpoint"], episodes=c.eval_episodes, seed=c.seed,
+                                                   env_settings=c.env_settings, simulator_replicas=c.simulator_replicas)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -282,8 +294,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Every (task, algorithm, seed) cell as a Ray task; the table with 95% intervals."""
-    from lmrl_ray.benchmark import run_benchmark
-    from lmrl_ray.benchmark_table import markdown
+    from lmrl_ray.drivers.benchmark import run_benchmark
+    from lmrl_ray.drivers.report import markdown
 
     result = run_benchmark(
         args.tasks.split(","), args.algos.split(","), args.seeds, out=args.out, preset=args.preset, model=args.model,
@@ -300,7 +312,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_simulator_train(args: argparse.Namespace) -> int:
     """Train an LM simulator on a dataset of its task's grounded dialogues."""
-    from lmrl_ray.simulators import train_simulator
+    from lmrl_ray.simulators.distill import train_simulator
 
     result = train_simulator(args.task, args.data, args.out, model=args.model, overrides=args.overrides,
                              progress=not args.json)
@@ -314,7 +326,7 @@ def cmd_simulator_train(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit an LM simulator against the grounded one; a markdown report."""
-    from lmrl_ray.audit import audit, markdown, write_markdown
+    from lmrl_ray.drivers.audit import audit, markdown, write_markdown
 
     report = audit(args.task, args.simulator, heldout_episodes=args.heldout, checkpoints=args.checkpoints,
                    episodes=args.episodes, seed=args.seed, threshold=args.threshold)
@@ -326,20 +338,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: Maze data, BC and ILQL on the embedded model, both evaluated."""
-    from lmrl_ray.demo import format_table, run_demo
+    from lmrl_ray.drivers.demo import format_table, run_demo
 
     rows = run_demo(args.out, seed=args.seed, eval_episodes=args.episodes)
     print(json.dumps(rows) if args.json else format_table(rows))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lmrl_ray.simulators import SECRETS
-
-    lm_tasks = list(SECRETS)  # the tasks with an LM simulator
-    parser = argparse.ArgumentParser(prog="lmrl-ray", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_task_commands(sub) -> None:
+    """The commands of tasks, play and scripted policies."""
     p = sub.add_parser("tasks", help="list the tasks")
     p.set_defaults(func=cmd_tasks)
 
@@ -362,6 +369,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scripted)
 
+    p = sub.add_parser(
+        "endgames-eval-set",
+        help="regenerate the endgame evaluation positions (about 15 minutes for the shipped 645)",
+    )
+    p.add_argument("--n", type=int, default=645, help="positions to keep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth", type=int, default=20, help="Stockfish search depth in plies")
+    p.add_argument("--out", default=None, help="file to write (default: the shipped data file)")
+    p.set_defaults(func=cmd_endgames_eval_set)
+
+
+def _add_data_commands(sub) -> None:
+    """The commands of offline datasets."""
+    p = sub.add_parser("datagen", help="generate an offline dataset into a replay store")
+    p.add_argument("task", choices=envs.names(), metavar="TASK")
+    p.add_argument("--episodes", default=None, help="a number, or 'paper' for Table 1's size (default: the task's local size)")
+    p.add_argument("--out", required=True, help="the store directory (created, or resumed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="Ray tasks in flight; 0 runs in-process")
+    p.add_argument("--policy", choices=envs.POLICY_KINDS, default="behaviour")
+    p.add_argument("--split", choices=["train", "eval"], default="train")
+    p.add_argument("--episodes-per-shard", type=int, default=None, help="default: 500 (chess 20, endgames 100)")
+    p.set_defaults(func=cmd_datagen)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("stats", help="Table 1's columns for a dataset, beside the paper's")
+    q.add_argument("dir")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_data_stats)
+
+
+def _add_training_commands(sub) -> None:
+    """The commands of training: train, the main job, the benchmark."""
+    p = sub.add_parser(
+        "train", add_help=False, allow_abbrev=False, usage="lmrl-ray train TASK --algo ALGO [options] [key=value ...] [--key value ...]",
+        help="RL: offline (bc, filtered-bc, mc, ilql) or online (ppo, online-filtered-bc)",
+        description="Train an algorithm on a task. Its config keys follow the command, as key=value or "
+                    "--key value (over --config FILE's); `lmrl-ray train TASK --algo ALGO --help` lists them.",
+    )
+    p.add_argument("task", nargs="?", choices=envs.names(), metavar="TASK")
+    p.add_argument("--algo", choices=list(ALGOS), help=f"one of {', '.join(ALGOS)}")
+    p.add_argument("--data", default=None, help="the dataset (a replay store folder from `lmrl-ray datagen`); "
+                   "offline: required; ppo: for its optional BC term (offline_bc_weight)")
+    p.add_argument("--model", default=None, help="'tiny' (default) or a local Hugging Face folder, e.g. a BC checkpoint")
+    p.add_argument("--init", default=None, help="online: the checkpoint to start from (the paper starts from BC)")
+    p.add_argument("--out", default=None, help="the run folder (default runs/TASK-ALGO)")
+    p.add_argument("--config", default=None, help="a YAML file of config keys")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-h", "--help", action="store_true", help="this help; with --algo, the algorithm's config keys too")
+    p.add_argument("-H", "--help-verbose", action="store_true", help="with --algo: its config keys, documented")
+    p.set_defaults(func=cmd_train, parser=p, overrides=[], takes_arguments=True)
+
     p = sub.add_parser("demo", help="the main job: Maze data, BC and ILQL on the tiny model, evaluated side by side")
     p.add_argument("--out", default="runs/demo", help="data, checkpoints and results go here (resumed if present)")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy (4 per start)")
@@ -369,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("benchmark", help="the table: every (task, algo, seed) cell as a Ray task, 95%% intervals")
+    p = sub.add_parser("benchmark", help="the table: every (task, algo, seed) cell as a Ray task, 95%% intervals",
+                       usage="lmrl-ray benchmark --tasks T1,T2 --algos A1,A2 [options] [key=value ...]",
+                       epilog="key=value: config keys for every training run that has them")
     p.add_argument("--tasks", required=True, help="comma-separated, e.g. maze,wordle")
     p.add_argument("--algos", required=True,
                    help="comma-separated, e.g. bc,filtered-bc,mc,ilql,ppo; symbolic-dqn|cql|bc|marwil: the "
@@ -384,71 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=None, help="override the preset's evaluation episodes")
     p.add_argument("--gpus-per-cell", type=float, default=0.0)
     p.add_argument("--json", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every training run")
-    p.set_defaults(func=cmd_benchmark)
+    p.set_defaults(func=cmd_benchmark, overrides=[])
 
-    p = sub.add_parser("simulator", help="LM simulators for the dialogue tasks")
-    sim_sub = p.add_subparsers(dest="simulator_command", required=True)
-    q = sim_sub.add_parser("train", help="train an LM simulator on a dataset of grounded dialogues")
-    q.add_argument("task", choices=lm_tasks, metavar="TASK")
-    q.add_argument("--data", required=True, help="a replay store of the task's episodes (`lmrl-ray datagen`)")
-    q.add_argument("--out", required=True, help="the simulator's model folder (written atomically)")
-    q.add_argument("--model", default="tiny", help="the model to start from: 'tiny' or a local Hugging Face folder")
-    q.add_argument("--json", action="store_true")
-    q.add_argument("overrides", nargs="*", metavar="key=value", help="BC config overrides, e.g. updates=500")
-    q.set_defaults(func=cmd_simulator_train)
 
-    p = sub.add_parser("audit", help="audit an LM simulator: agreement, adversarial probes, reward hacking")
-    p.add_argument("task", choices=lm_tasks, metavar="TASK")
-    p.add_argument("--simulator", required=True, help="the LM simulator's folder (`lmrl-ray simulator train`)")
-    p.add_argument("--checkpoints", nargs="*", default=[], help="policies to play under both simulators")
-    p.add_argument("--heldout", type=int, default=50, help="held-out behaviour dialogues (the eval stream)")
-    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per checkpoint and simulator")
-    p.add_argument("--threshold", type=float, default=0.9, help="agreement below this is flagged")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write the markdown report there")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_audit)
-
-    p = sub.add_parser("train", help="RL: offline (bc, filtered-bc, mc, ilql) or online (ppo, online-filtered-bc)")
-    p.add_argument("task", choices=envs.names(), metavar="TASK")
-    p.add_argument("--algo", choices=list(ALGOS), required=True)
-    p.add_argument("--data", default=None, help="the dataset (a replay store folder from `lmrl-ray datagen`); "
-                   "offline: required; ppo: for its optional BC term (offline_bc_weight)")
-    p.add_argument("--model", default=None, help="'tiny' (default) or a local Hugging Face folder, e.g. a BC checkpoint")
-    p.add_argument("--init", default=None, help="online: the checkpoint to start from (the paper starts from BC)")
-    p.add_argument("--num-learners", type=int, default=None, help="learner actors (data-parallel); 0 = in-process")
-    p.add_argument("--num-rollout-workers", type=int, default=None, help="online: rollout-worker actors; 0 = in-process")
-    p.add_argument("--num-engines", type=int, default=None,
-                   help="online: inference-engine actors (0: in-process, or one per rollout worker)")
-    p.add_argument("--out", default=None, help="the run folder (default runs/TASK-ALGO)")
-    p.add_argument("--config", default=None, help="a YAML file of config keys")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-4 updates=500")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "endgames-eval-set",
-        help="regenerate the endgame evaluation positions (about 15 minutes for the shipped 645)",
-    )
-    p.add_argument("--n", type=int, default=645, help="positions to keep")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--depth", type=int, default=20, help="Stockfish search depth in plies")
-    p.add_argument("--out", default=None, help="file to write (default: the shipped data file)")
-    p.set_defaults(func=cmd_endgames_eval_set)
-
-    p = sub.add_parser("datagen", help="generate an offline dataset into a replay store")
-    p.add_argument("task", choices=envs.names(), metavar="TASK")
-    p.add_argument("--episodes", default=None, help="a number, or 'paper' for Table 1's size (default: the task's local size)")
-    p.add_argument("--out", required=True, help="the store directory (created, or resumed)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="Ray tasks in flight; 0 runs in-process")
-    p.add_argument("--policy", choices=envs.POLICY_KINDS, default="behaviour")
-    p.add_argument("--split", choices=["train", "eval"], default="train")
-    p.add_argument("--episodes-per-shard", type=int, default=None, help="default: 500 (chess 20, endgames 100)")
-    p.set_defaults(func=cmd_datagen)
-
+def _add_evaluation_commands(sub) -> None:
+    """The commands of evaluation and the LM simulators."""
+    lm_tasks = list(SECRETS)  # the tasks with an LM simulator
     p = sub.add_parser("eval", help="evaluate a checkpoint: mean return with a 95%% CI, normalised scores")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint folder, or a run folder (its latest checkpoint)")
     p.add_argument("--task", choices=envs.names(), metavar="TASK", default=None,
@@ -475,24 +479,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object instead of a sentence")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("data", help="inspect datasets")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
-    q = data_sub.add_parser("stats", help="Table 1's columns for a dataset, beside the paper's")
-    q.add_argument("dir")
+    p = sub.add_parser("simulator", help="LM simulators for the dialogue tasks")
+    sim_sub = p.add_subparsers(dest="simulator_command", required=True)
+    q = sim_sub.add_parser("train", help="train an LM simulator on a dataset of grounded dialogues",
+                           usage="lmrl-ray simulator train TASK --data DIR --out DIR [options] [key=value ...]",
+                           epilog="key=value: BC config keys, e.g. updates=500")
+    q.add_argument("task", choices=lm_tasks, metavar="TASK")
+    q.add_argument("--data", required=True, help="a replay store of the task's episodes (`lmrl-ray datagen`)")
+    q.add_argument("--out", required=True, help="the simulator's model folder (written atomically)")
+    q.add_argument("--model", default="tiny", help="the model to start from: 'tiny' or a local Hugging Face folder")
     q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_data_stats)
+    q.set_defaults(func=cmd_simulator_train, overrides=[])
+
+    p = sub.add_parser("audit", help="audit an LM simulator: agreement, adversarial probes, reward hacking")
+    p.add_argument("task", choices=lm_tasks, metavar="TASK")
+    p.add_argument("--simulator", required=True, help="the LM simulator's folder (`lmrl-ray simulator train`)")
+    p.add_argument("--checkpoints", nargs="*", default=[], help="policies to play under both simulators")
+    p.add_argument("--heldout", type=int, default=50, help="held-out behaviour dialogues (the eval stream)")
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per checkpoint and simulator")
+    p.add_argument("--threshold", type=float, default=0.9, help="agreement below this is flagged")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the markdown report there")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmrl-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_task_commands, _add_data_commands, _add_training_commands, _add_evaluation_commands):
+        add(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, in two stages: argparse reads each command's own options; what it
+    leaves are config keys (of train, benchmark and simulator train: the commands with
+    `overrides`), as key=value anywhere after the command, and for train also as
+    --key value (`arguments`), which the algorithm's config reads (tyro,
+    `learners.config.load_config`)."""
     parser = build_parser()
-    # `train`'s key=value overrides may follow its options, which argparse cannot
-    # interleave with a positional list; they arrive as unknown arguments.
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        if getattr(args, "command", None) not in ("train", "benchmark", "simulator") or not all("=" in u and not u.startswith("-") for u in unknown):
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.overrides = list(args.overrides) + unknown
+    args, rest = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides = [r for r in rest if "=" in r and not r.startswith("-")]
+    args.arguments = [r for r in rest if r not in getattr(args, "overrides", [])]
+    if args.arguments and not getattr(args, "takes_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(args.arguments)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if isinstance(getattr(args, "episodes", None), int) and args.episodes < 1:
         print("lmrl-ray: --episodes must be at least 1", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ def ray_local():
     down afterwards unless something else had started it."""
     import ray
 
-    from lmrl_ray.ray_utils import init_ray
+    from lmrl_ray.cluster import init_ray
 
     started = not ray.is_initialized()
     init_ray(num_cpus=2)

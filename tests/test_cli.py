@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lmrl_ray import envs
+from lmrl_ray.cli import main
 
 
 def lmrl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -102,4 +105,29 @@ def test_train_runs_resumes_and_names_bad_input(tmp_path):
     wrong = lmrl("train", "maze", "--algo", "bc", "--data", str(data))
     assert wrong.returncode == 1 and "not maze" in wrong.stderr
     bad = lmrl(*args[:-3], "--resume", "lr=fast")
-    assert bad.returncode == 1 and "'lr' takes a number" in bad.stderr
+    assert bad.returncode == 1 and "--lr: could not convert string to float: 'fast'" in bad.stderr
+
+
+def test_train_help_is_short_and_per_algorithm(capsys):
+    assert main(["train", "--help"]) == 0
+    general = capsys.readouterr().out
+    assert "--algo" in general and "online-filtered-bc" in general and "--expectile" not in general
+    assert len(general.splitlines()) < 40
+    assert main(["train", "maze", "--algo", "ilql", "--help"]) == 0
+    ilql = capsys.readouterr().out
+    assert "--expectile" in ilql and "--bootstrap {token,turn}" in ilql and "--lr" in ilql
+    assert "--clip_ratio" not in ilql and "--num_rollout_workers" not in ilql  # PPO's keys, not ILQL's
+    assert main(["train", "maze", "--algo", "ppo", "--help"]) == 0
+    ppo = capsys.readouterr().out
+    assert "--clip_ratio" in ppo and "--num_rollout_workers" in ppo and "--expectile" not in ppo
+
+
+def test_train_names_a_wrong_key_and_the_algorithm_a_key_belongs_to(tmp_path, capsys):
+    base = ["train", "maze", "--algo", "ppo", "--init", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*base, "expectile=0.5"]) == 1
+    assert "'expectile' is a key of ilql, not of ppo; ppo's keys:" in capsys.readouterr().err
+    assert main([*base, "--lrr", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown config key 'lrr'" in err and "clip_ratio" in err
+    with pytest.raises(SystemExit):  # an option of no command is argparse's usage error
+        main(["tasks", "--lr", "1"])

@@ -1,6 +1,5 @@
-"""Ray actors that act: inference engines, engine pools and simulator replicas.
-
-`engine.py` is the interface; `hf_engine.py` (Hugging Face, CPU or GPU) and
-`vllm_engine.py` (vLLM, CUDA, optional extra) implement it; `factory.make_engine`
-picks one; `pool.py` serves engines as Ray actors and `weights.py` broadcasts weights.
+"""The Ray shell: engine pools (`pool.py`) and weight transport (`weights.py`) around the
+engines of `lmrl_ray.engines`, rollout workers (`rollout_worker.py`) and their group, the
+one path that fans episodes out to them (`rollout_group.py`), and simulator replicas
+(`simulator_replicas.py`).
 """

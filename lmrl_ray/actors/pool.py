@@ -43,7 +43,7 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from lmrl_ray.actors import weights as W
-from lmrl_ray.actors.engine import Completion, Engine, SamplingParams, check_version
+from lmrl_ray.engines.base import Completion, Engine, SamplingParams, check_version
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,21 @@
-"""Rollout workers as a group: W `RolloutWorker` actors sharing an engine pool, with restarts.
+"""Rollout workers as a group: the one path that fans episodes out, for training and evaluation.
 
-    rollouts = RolloutGroup("maze", factory, num_workers=2, num_engines=2)
-    rollouts.engines.set_weights(state_dict, version=3)      # or LearnerGroup.broadcast
+    rollouts = RolloutGroup("maze", pool, num_workers=2, sampling=..., num_envs=64)
     rows = rollouts.sample(seeds, episode_ids=ids)           # one row per seed, in order
     rollouts.shutdown()
+    rows = run_episodes("maze", factory, seeds, options, num_workers=2)   # a group for one call
 
 Ray is a thin shell (STYLE 4): with `num_workers=0` one `RolloutWorker` runs in this
-process over the pool (itself in-process with `num_engines=0`).
+process. The workers share one engine (an `EnginePool` whose engine actors they all
+call, and to which the learners broadcast), or each builds its own from a picklable
+factory (evaluation of a checkpoint).
 
 Faults. A worker plays its share of episodes and returns their rows only when all are
-finished, so a worker that dies mid-iteration has written nothing: its unfinished
-episodes are dropped whole. Ray restarts the actor (`max_restarts`), and its whole share
-is sent again to it with the same seeds and episode ids, so the iteration completes with
-every episode exactly once. A dead engine is the pool's
-business (it restarts it and re-sends the call).
+finished, so a worker that dies mid-call has returned nothing: its unfinished episodes
+are dropped whole. Ray restarts the actor (`max_restarts`), and its whole share is sent
+again to it with the same seeds and episode ids, so the call completes with every
+episode exactly once. A dead engine is the pool's business (it restarts it and re-sends
+the call).
 """
 
 from __future__ import annotations
@@ -22,78 +24,67 @@ import logging
 import time
 from typing import Callable, Sequence
 
-from lmrl_ray.actors.engine import Engine, SamplingParams
-from lmrl_ray.actors.pool import EnginePool, EnginePoolConfig
-from lmrl_ray.actors.rollout_worker import RolloutWorker, split_evenly
+from lmrl_ray.actors.pool import EnginePool
+from lmrl_ray.actors.rollout_worker import RolloutWorker
+from lmrl_ray.cluster import init_ray
+from lmrl_ray.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
 
-class RolloutGroup:
-    """`num_workers` rollout-worker actors over an `EnginePool` of `num_engines` engines.
+def split_evenly(n: int, parts: int) -> list[range]:
+    """`range(n)` cut into `parts` contiguous pieces whose sizes differ by at most one."""
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [range(bounds[k], bounds[k + 1]) for k in range(parts)]
 
-    Workers in actors need engines they can reach: `num_engines=0` with workers starts
-    one engine actor per worker. `engine_placement` reserves the engines in one placement
-    group with that strategy (`EnginePoolConfig.placement_strategy`). `worker_kwargs` go
-    to each `RolloutWorker` (sampling, num_envs, source, policy, env_settings, ...). With
-    an LM simulator in `env_settings`, `simulator_replicas` >= 1 serves it from that many
-    engine actors that every worker shares (`simulators.serve_simulator`; each reserves
-    `cpus_per_engine` CPUs).
+
+class RolloutGroup:
+    """`num_workers` rollout-worker actors (0: one worker in this process) over `engine`.
+
+    `engine` is an `Engine` the workers share, or a picklable factory each worker builds
+    its own engine with. Workers in actors cannot reach an engine that lives in this
+    process: with them, `engine` is an `EnginePool` with engine actors, or a factory.
+    `worker_kwargs` go to each `RolloutWorker` (decoding, sampling, num_envs, source,
+    policy, env_settings, ...).
     """
 
     def __init__(
         self,
         task: str,
-        engine_factory: Callable[[], Engine],
+        engine: Engine | Callable[[], Engine],
         *,
         num_workers: int = 0,
-        num_engines: int = 0,
         cpus_per_worker: float = 1.0,
-        cpus_per_engine: float = 1.0,
-        gpus_per_engine: float = 0.0,
-        engine_placement: str | None = None,
         max_restarts: int = 3,
         max_attempts: int = 4,
-        simulator_replicas: int = 0,
         **worker_kwargs,
     ):
-        if num_workers < 0 or num_engines < 0:
-            raise ValueError(f"num_workers and num_engines must be >= 0, got {num_workers}, {num_engines}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        if num_workers and not num_engines:
-            num_engines = num_workers
-        if num_engines or num_workers:
-            from lmrl_ray.ray_utils import init_ray
-
-            init_ray()
+        if num_workers and isinstance(engine, Engine) and not (isinstance(engine, EnginePool) and engine.actors):
+            raise ValueError(
+                "rollout workers in Ray actors need an engine they can reach: an EnginePool with "
+                "num_engines >= 1, or a factory that builds an engine in each worker"
+            )
         self.task = task
+        self.engine = engine
         self.max_attempts = max_attempts
-        self.engines = EnginePool(engine_factory, EnginePoolConfig(
-            num_engines=num_engines, num_cpus_per_engine=cpus_per_engine, num_gpus_per_engine=gpus_per_engine,
-            placement_strategy=engine_placement if num_engines else None, max_restarts=max_restarts,
-        ))
-        self.simulators = None
-        if simulator_replicas:
-            from lmrl_ray.simulators import serve_simulator
-
-            settings, self.simulators = serve_simulator(worker_kwargs.get("env_settings"), simulator_replicas,
-                                                        cpus_per_replica=cpus_per_engine)
-            worker_kwargs = {**worker_kwargs, "env_settings": settings}
-        self.worker_kwargs = worker_kwargs
         self.restarts = 0
         """Shares sent again because their worker died."""
+        self.workers: list = []
         if num_workers == 0:
-            self._local: RolloutWorker | None = RolloutWorker(task, self.engines, **worker_kwargs)
-            self.workers: list = []
+            self._local: RolloutWorker | None = RolloutWorker(task, engine, **worker_kwargs)
             return
         import ray
 
+        init_ray()
         self._local = None
         remote = ray.remote(RolloutWorker).options(
             num_cpus=cpus_per_worker, max_restarts=max_restarts, max_task_retries=0,
         )
-        self.workers = [remote.remote(task, self.engines, **worker_kwargs) for _ in range(num_workers)]
+        self.workers = [remote.remote(task, engine, **worker_kwargs) for _ in range(num_workers)]
 
     def sample(
         self,
@@ -106,6 +97,8 @@ class RolloutGroup:
         seeds = [int(s) for s in seeds]
         options = list(options) if options is not None else [None] * len(seeds)
         episode_ids = list(episode_ids) if episode_ids is not None else [f"{self.task}-{s}" for s in seeds]
+        if not len(seeds) == len(options) == len(episode_ids):
+            raise ValueError(f"{len(seeds)} seeds, {len(options)} options and {len(episode_ids)} episode ids")
         if self._local is not None:
             return self._local.run(seeds, options, episode_ids)
         import ray
@@ -114,8 +107,8 @@ class RolloutGroup:
         args = [([seeds[i] for i in p], [options[i] for i in p], [episode_ids[i] for i in p]) for p in pieces]
         results: list[list[dict] | None] = [None] * len(pieces)
         attempts = [0] * len(pieces)
-        # The workers hold copies of the engine pool, which do not see its broadcasts.
-        latest = self.engines.latest()
+        # Workers sharing a pool hold copies of it, which do not see its broadcasts.
+        latest = self.engine.latest() if isinstance(self.engine, EnginePool) else None
         pending = {}
         for k, worker in enumerate(self.workers[: len(pieces)]):
             pending[worker.run.remote(*args[k], engine_latest=latest)] = (k, worker)
@@ -139,21 +132,8 @@ class RolloutGroup:
                 pending[worker.run.remote(*args[k], engine_latest=latest)] = (k, worker)
         return [row for part in results for row in part]
 
-    def evaluate(self, seeds: Sequence[int], options: Sequence[dict | None], sampling: SamplingParams, *,
-                 num_envs: int = 64) -> list[dict]:
-        """Evaluation episodes against the same engines, in this process, sampled with
-        `sampling` (temperature 0: greedy)."""
-        worker = RolloutWorker(
-            self.task, self.engines, sampling=sampling, num_envs=num_envs,
-            source="evaluation", policy=self.worker_kwargs.get("policy", ""),
-            env_settings=self.worker_kwargs.get("env_settings"),
-        )
-        try:
-            return worker.run(list(seeds), list(options), [f"{self.task}-eval-{s}" for s in seeds])
-        finally:
-            worker.close()
-
     def shutdown(self) -> None:
+        """Close the workers' environments and stop their actors (the engine is the caller's)."""
         if self._local is not None:
             self._local.close()
         if self.workers:
@@ -166,9 +146,31 @@ class RolloutGroup:
                     pass
                 ray.kill(worker, no_restart=True)
             self.workers = []
-        self.engines.shutdown()
-        if self.simulators is not None:
-            self.simulators.shutdown()
+
+    def __enter__(self) -> "RolloutGroup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
 
-__all__ = ["RolloutGroup"]
+def run_episodes(
+    task: str,
+    engine: Engine | Callable[[], Engine],
+    seeds: Sequence[int],
+    options: Sequence[dict | None] | None = None,
+    episode_ids: Sequence[str] | None = None,
+    *,
+    num_workers: int = 0,
+    num_cpus_per_worker: float = 1.0,
+    **worker_kwargs,
+) -> list[dict]:
+    """Play the given episodes with a `RolloutGroup` of `num_workers` workers made for this
+    call; rows come back in the order of `seeds`. `worker_kwargs` go to each
+    `RolloutWorker` (decoding, sampling, num_envs, ...)."""
+    with RolloutGroup(task, engine, num_workers=num_workers, cpus_per_worker=num_cpus_per_worker,
+                      **worker_kwargs) as group:
+        return group.sample(seeds, options, episode_ids)
+
+
+__all__ = ["RolloutGroup", "run_episodes", "split_evenly"]

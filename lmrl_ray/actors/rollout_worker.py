@@ -3,11 +3,9 @@ into one engine call per step, finished episodes out as rows of the trajectory s
 
     worker = RolloutWorker("maze", engine, sampling=SamplingParams(temperature=0), num_envs=32)
     rows = worker.run(seeds, options)                      # one row per episode, in order
-    rows = run_episodes("maze", factory, seeds, options, num_workers=2)   # as Ray actors
 
 Ray is a thin shell (STYLE 4): `RolloutWorker` is a plain class that runs in-process;
-`run_episodes` wraps the same class in `ray.remote` for `num_workers > 0` and runs it in
-this process for `num_workers = 0`.
+`rollout_group.RolloutGroup` wraps it in `ray.remote` (or runs one here, with no workers).
 
 One step of the worker: every live environment whose episode is not over needs an agent
 turn; their prompts (`env.prompt()`, the task's view) go to the engine in ONE call, and
@@ -28,7 +26,7 @@ Decoding:
 
 - "sample": `engine.generate` with the worker's `SamplingParams` (temperature 0 is
   greedy). An agent turn stores exactly the engine's token ids (the newline included)
-  and their log-probs (see `engine.py`).
+  and their log-probs (see `engines/base.py`).
 - "rerank": `engine.choose` over each environment's `legal_actions()`: the policy
   re-ranks the task's finite action set by its log-likelihood and plays the best; it
   never produces an invalid action. Only for tasks with a finite action set (maze,
@@ -57,8 +55,8 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from lmrl_ray import envs
-from lmrl_ray.actors.engine import Engine, SamplingParams
 from lmrl_ray.data.schema import SOURCES, episode_row
+from lmrl_ray.engines.base import Engine, SamplingParams
 from lmrl_ray.envs.base import AGENT, TextEnv, Turn
 
 Decoding = Literal["sample", "rerank"]
@@ -302,75 +300,4 @@ class RolloutWorker:
         )
 
 
-def split_evenly(n: int, parts: int) -> list[range]:
-    """`range(n)` cut into `parts` contiguous pieces whose sizes differ by at most one."""
-    bounds = [n * k // parts for k in range(parts + 1)]
-    return [range(bounds[k], bounds[k + 1]) for k in range(parts)]
-
-
-def run_episodes(
-    task: str,
-    engine: Engine | Callable[[], Engine],
-    seeds: Sequence[int],
-    options: Sequence[dict | None] | None = None,
-    episode_ids: Sequence[str] | None = None,
-    *,
-    num_workers: int = 0,
-    num_cpus_per_worker: float = 1.0,
-    **worker_kwargs,
-) -> list[dict]:
-    """Play the given episodes with `num_workers` `RolloutWorker` Ray actors (0: one worker
-    in this process); rows come back in the order of `seeds`.
-
-    Worker k plays the k-th contiguous share of the episodes. With workers, `engine` must
-    be shared or built per worker: an `EnginePool` with engine actors (the workers call
-    the same engines), or a picklable factory (each worker builds its own engine). An
-    engine living in this process cannot serve workers in others and is refused.
-    `worker_kwargs` go to `RolloutWorker` (decoding, sampling, num_envs, ...).
-    """
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    if num_workers == 0:
-        worker = RolloutWorker(task, engine, **worker_kwargs)
-        try:
-            return worker.run(seeds, options, episode_ids)
-        finally:
-            worker.close()
-
-    import ray
-
-    from lmrl_ray.actors.pool import EnginePool
-    from lmrl_ray.ray_utils import init_ray
-
-    if isinstance(engine, Engine) and not (isinstance(engine, EnginePool) and engine.actors):
-        raise ValueError(
-            "rollout workers in Ray actors need an engine they can reach: an EnginePool with "
-            "num_engines >= 1, or a factory that builds an engine in each worker"
-        )
-    options = list(options) if options is not None else [None] * len(seeds)
-    episode_ids = list(episode_ids) if episode_ids is not None else [f"{task}-{s}" for s in seeds]
-    init_ray()
-    remote = ray.remote(num_cpus=num_cpus_per_worker)(RolloutWorker)
-    pieces = [piece for piece in split_evenly(len(seeds), num_workers) if len(piece)]
-    workers = [remote.remote(task, engine, **worker_kwargs) for _ in pieces]
-    try:
-        calls = [
-            worker.run.remote([seeds[i] for i in piece], [options[i] for i in piece], [episode_ids[i] for i in piece])
-            for worker, piece in zip(workers, pieces)
-        ]
-        return [row for part in ray.get(calls) for row in part]
-    finally:
-        ray.get([worker.close.remote() for worker in workers])
-        for worker in workers:
-            ray.kill(worker)
-
-
-__all__ = [
-    "DECODINGS",
-    "MAX_NEW_TOKENS",
-    "RolloutWorker",
-    "default_max_new_tokens",
-    "run_episodes",
-    "split_evenly",
-    "step_seed",
-]
+__all__ = ["DECODINGS", "MAX_NEW_TOKENS", "RolloutWorker", "default_max_new_tokens", "step_seed"]

@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from lmrl_ray import envs
-from lmrl_ray.data.schema import SPLITS, TASK, episode_row, to_table
+from lmrl_ray.data.schema import TASK, episode_row, to_table
 from lmrl_ray.data.store import ReplayStore, StoreError
-from lmrl_ray.rollout import play_episode
+from lmrl_ray.envs.play import SPLITS, episode_seed, play_episode
+from lmrl_ray.envs.protocol import episode_options
 
 # The paper's Table 1: trajectories, average turns, success rate, average return.
 PAPER_TABLE_1 = {
@@ -61,26 +61,9 @@ EPISODES_PER_SHARD = {"chess": 20, "endgames": 100}
 
 def default_episodes_per_shard(task: str) -> int:
     return EPISODES_PER_SHARD.get(task, DEFAULT_EPISODES_PER_SHARD)
-_SPLIT_CODE = {split: code for code, split in enumerate(SPLITS)}
-
-
-def episode_seed(seed: int, split: str, index: int) -> int:
-    """The environment seed of episode `index` of a run: a function of (seed, split, index) only."""
-    return int(np.random.SeedSequence([seed, _SPLIT_CODE[split], index]).generate_state(1)[0])
-
-
 def run_name(task: str, policy: str, split: str, seed: int, episodes_per_shard: int) -> str:
     """The producer key of a run's shards in the store."""
     return f"datagen-{task}-{policy}-{split}-seed{seed}-per{episodes_per_shard}"
-
-
-def episode_options(task: str, split: str, index: int) -> dict | None:
-    """Options that pin an episode: the endgame evaluation split plays the fixed positions."""
-    if task == "endgames" and split == "eval":
-        from lmrl_ray.envs.endgames import eval_positions
-
-        return {"eval_index": index % len(eval_positions())}
-    return None
 
 
 def generate_episodes(task: str, policy: str, split: str, seed: int, start: int, stop: int) -> pa.Table:
@@ -202,7 +185,7 @@ def _run_on_ray(todo, workers, bar, out, name, task, policy, split, seed) -> Non
     """Shards as Ray tasks, at most `workers` in flight."""
     import ray
 
-    from lmrl_ray.ray_utils import init_ray
+    from lmrl_ray.cluster import init_ray
 
     init_ray(num_cpus=workers)
     remote = ray.remote(num_cpus=1, max_retries=2)(_make_shard)

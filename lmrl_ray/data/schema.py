@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import pyarrow as pa
 
 from lmrl_ray.envs.base import AGENT, ENV, Turn
+from lmrl_ray.envs.play import SPLITS
 
 SCHEMA_VERSION = 1
 
@@ -40,7 +41,6 @@ LOGPROBS = "logprobs"
 REWARD = "reward"
 
 SOURCES = ("offline", "online", "evaluation")
-SPLITS = ("train", "eval")
 
 TURN_TYPE = pa.struct(
     [

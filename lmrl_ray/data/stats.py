@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from lmrl_ray.data.datagen import PAPER_TABLE_1
 from lmrl_ray.data.schema import LENGTH, RETURN, SUCCESS, TASK
 from lmrl_ray.data.store import ReplayStore, StoreError

@@ -7,9 +7,11 @@
 How a shard appears, so that a writer killed at any moment leaves a store that opens,
 with no partial shard visible and nothing committed lost:
 
-1. the rows are written to a temporary file in `shards/`, flushed and fsynced;
-2. under the store's lock, the temporary file is renamed to its final name;
-3. the manifest is rewritten to a temporary file, fsynced, and renamed over the old one.
+1. the rows are written to a temporary file in `shards/` (`lmrl_ray.io.staged`), many
+   writers at once;
+2. under the store's lock, unless another writer committed the key meanwhile, the file
+   is fsynced and renamed to its final name;
+3. the manifest is rewritten the same way (`lmrl_ray.io.write_atomically`), naming it.
 
 Readers see only the shards the manifest lists. A crash before step 3 leaves an orphan
 file that no reader sees (`orphans()` lists them, `remove_orphans()` deletes them).
@@ -30,7 +32,6 @@ import math
 import os
 import re
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -42,6 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from lmrl_ray.data.schema import RETURN, SCHEMA, SCHEMA_VERSION, schema_difference
+from lmrl_ray.io import staged, write_atomically
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
@@ -70,14 +72,6 @@ class Shard:
     producer: str
     sequence: int
     created_unix: float
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -138,13 +132,7 @@ class ReplayStore:
 
     def _write_manifest(self, shards: Sequence[Shard]) -> None:
         data = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "shards": [asdict(s) for s in shards]}
-        tmp = self.path / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / MANIFEST)
-        _fsync_dir(self.path)
+        write_atomically(self.path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(data, indent=1)), durable=True)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -188,17 +176,14 @@ class ReplayStore:
         if committed is not None:
             return committed
         final = Path(SHARDS) / f"{producer}-{sequence:09d}.parquet"
-        tmp = self.path / SHARDS / f".{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), f)
-                f.flush()
-                os.fsync(f.fileno())
+        with staged(self.path / final, durable=True) as stage:
+            # Written outside the lock: many writers write their shards at once.
+            pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), stage.tmp)
             entry = Shard(
                 file=str(final),
                 rows=table.num_rows,
-                bytes=tmp.stat().st_size,
-                sha256=_sha256(tmp),
+                bytes=stage.tmp.stat().st_size,
+                sha256=_sha256(stage.tmp),
                 producer=producer,
                 sequence=sequence,
                 created_unix=time.time(),
@@ -208,19 +193,16 @@ class ReplayStore:
                 committed = next((s for s in shards if (s.producer, s.sequence) == (producer, sequence)), None)
                 if committed is not None:  # another writer won the race
                     return committed
-                os.replace(tmp, self.path / final)
-                _fsync_dir(self.path / SHARDS)
+                stage.commit()
                 self._write_manifest([*shards, entry])
-            return entry
-        finally:
-            tmp.unlink(missing_ok=True)
+        return entry
 
     def orphans(self) -> list[Path]:
         """What killed writers left: files under `shards/` that the manifest does not list,
         and unfinished manifest rewrites."""
         listed = {self.path / s.file for s in self.shards()}
         unlisted = [p for p in (self.path / SHARDS).iterdir() if p not in listed]
-        return sorted(unlisted + list(self.path.glob(f".{MANIFEST}.*.tmp")))
+        return sorted(unlisted + list(self.path.glob(f".{MANIFEST}.tmp-*")))
 
     def remove_orphans(self) -> list[Path]:
         """Delete the orphans; run it while no writer is active (a live writer's

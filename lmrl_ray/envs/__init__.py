@@ -147,9 +147,9 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 # Our normalisation constants, measured: the normalised score "with our constants" is
-# `rollout.normalised_score(x, paper_min, our_avg, our_max)` (car dealer: m = 0 too).
+# `stats.normalised_score(x, paper_min, our_avg, our_max)` (car dealer: m = 0 too).
 # task: (our_avg d, episodes, our_max M, episodes), each the mean return of
-# `rollout.evaluate(task, "behaviour" | "expert", episodes, seed=0)`, except the maze
+# `play.scripted_summary(task, "behaviour" | "expert", episodes, seed=0)`, except the maze
 # experts: their exact mean over the 25 starts (the evaluation's distribution; the
 # policy is deterministic). Measured with lmrl-ray 0.1.0 and the system's Stockfish.
 OUR_CONSTANTS: dict[str, tuple[float, int, float, int]] = {

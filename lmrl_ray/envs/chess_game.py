@@ -44,7 +44,12 @@ import chess
 import chess.engine
 import numpy as np
 
-from lmrl_ray.envs.base import ScriptedPolicy, TextEnv, UniformLegalPolicy, current_observation
+from lmrl_ray.envs.base import (
+    ScriptedPolicy,
+    TextEnv,
+    UniformLegalPolicy,
+    current_observation,
+)
 
 logger = logging.getLogger(__name__)
 

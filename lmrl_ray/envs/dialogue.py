@@ -5,14 +5,11 @@ the city, the buyer's persona) that the agent does not see. A simulator answers 
 agent from the secret and the dialogue so far. Two kinds stand behind this interface:
 
 - *grounded* simulators answer from a knowledge table written by us: exact, and they
-  cannot be talked into a wrong answer (the reference);
-- *LM* simulators (`lmrl_ray/simulators.py`; Twenty Questions, Guess My City, the car buyer)
-  are small language models distilled from grounded dialogues, as in the paper.
-
-An environment takes `simulator="grounded"` (the default) or `simulator="lm"` with
-`simulator_model=FOLDER` (and optionally `simulator_engine=POOL`: simulator replicas
-serving that folder, from `simulators.serve_simulator`), and builds its simulator with
-`build_simulator`, which names the valid kinds when asked for another.
+  cannot be talked into a wrong answer (the reference); each task builds its own;
+- *LM* simulators (`lmrl_ray.simulators`) are small language models distilled from
+  grounded dialogues, as in the paper. An environment does not build one: it is handed
+  one, as `simulator=FACTORY` (`simulators.lm_simulator(task, FOLDER)`, picklable, so
+  every rollout worker builds its own) or as a `Simulator` instance.
 """
 
 from __future__ import annotations
@@ -44,25 +41,21 @@ class Simulator:
         raise NotImplementedError
 
 
-def lm_simulator(task: str, folder: str | None, engine=None) -> Simulator:
-    """The LM simulator of `task` from the model folder `folder`, served by `engine` when
-    given (imported here: the grounded environments need no torch)."""
-    from lmrl_ray.simulators import LMSimulator
-
-    return LMSimulator(task, folder, engine=engine)
-
-
-def build_simulator(task: str, kind: str, builders: Mapping[str, Callable[[], Simulator]],
-                    simulator_model: str | None = None, simulator_engine=None) -> Simulator:
-    """The simulator of `kind` for `task`, from the task's `builders` by kind, or "lm":
-    the LM simulator in the folder `simulator_model`, answered by `simulator_engine` (an
-    engine pool of simulator replicas) when given, else by an engine in this process."""
-    for name, value in (("simulator_model", simulator_model), ("simulator_engine", simulator_engine)):
-        if value is not None and kind != "lm":
-            raise ValueError(f"{task}: {name} is for simulator 'lm', not {kind!r}")
-    if kind == "lm" and simulator_model is None:
-        raise ValueError(f"{task}: simulator 'lm' needs simulator_model, the folder of a trained simulator")
-    builders = {**builders, "lm": lambda: lm_simulator(task, simulator_model, simulator_engine)}
-    if kind not in builders:
-        raise ValueError(f"{task}: unknown simulator {kind!r}; valid simulators: {', '.join(builders)}")
-    return builders[kind]()
+def build_simulator(task: str, simulator: "str | Simulator | Callable[[], Simulator]",
+                    builders: Mapping[str, Callable[[], Simulator]]) -> Simulator:
+    """The simulator of an environment of `task`: one of the task's own kinds (`builders`
+    by name, "grounded" among them), a `Simulator` handed over as it is, or what a
+    factory handed over builds."""
+    if isinstance(simulator, Simulator):
+        return simulator
+    if callable(simulator):
+        built = simulator()
+        if not isinstance(built, Simulator):
+            raise TypeError(f"{task}: the simulator factory built a {type(built).__name__}, not a Simulator")
+        return built
+    if simulator not in builders:
+        raise ValueError(
+            f"{task}: unknown simulator {simulator!r}; valid simulators: {', '.join(builders)}, or an LM "
+            "simulator handed over as a factory (lmrl_ray.simulators.lm.lm_simulator)"
+        )
+    return builders[simulator]()

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,14 @@ import chess
 import numpy as np
 
 from lmrl_ray.envs.base import ScriptedPolicy, TextEnv, UniformLegalPolicy
-from lmrl_ray.envs.chess_game import ChessEnv, Engine, StockfishPolicy, engine_of, move_text
+from lmrl_ray.envs.chess_game import (
+    ChessEnv,
+    Engine,
+    StockfishPolicy,
+    engine_of,
+    move_text,
+)
+from lmrl_ray.io import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -149,21 +154,9 @@ def build_eval_set(
             f"(Threads=1, Hash=16 MB, cleared per position) at depth {depth} reports mate for White "
             f"in >= {min_mate_moves} moves; {len(kept)} kept of {len(seen)} distinct candidates"
         )
-        _write_atomically(Path(path), "\n".join([header, *kept]) + "\n")
+        text = "\n".join([header, *kept]) + "\n"
+        write_atomically(Path(path), lambda tmp: tmp.write_text(text))  # 0644: the file ships with the package
     return kept
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data file ships with the package
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class EndgamesEnv(ChessEnv):

@@ -1,15 +1,22 @@
-"""Behaviour cloning, and filtered BC (the same loss on the best episodes only).
+"""Behaviour cloning, filtered BC and online filtered BC: one loss, three choices of data.
 
 BC maximises the log-likelihood of the agent's tokens given what the policy saw:
 L_BC = -E[log pi(a_t | s_t)] over agent steps. Filtered BC differs only in its data:
-the top fraction of episodes by return (`ReplayStore.top_fraction`), chosen when the
-dataset is loaded.
+the top fraction of the dataset's episodes by return (`ReplayStore.top_fraction`), chosen
+when the dataset is loaded; online filtered BC takes the top fraction of each iteration's
+episodes.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
 import torch
 
+from lmrl_ray.data.schema import RETURN
+from lmrl_ray.learners.algorithm import Algorithm
 from lmrl_ray.learners.ops import masked_mean, token_cross_entropy
 
 
@@ -34,20 +41,35 @@ def with_bc_term(loss: torch.Tensor, metrics: dict[str, float], states, batch, w
     return loss + weight * bc, {**metrics, **bc_metrics}
 
 
-class BC:
-    """The BC algorithm for the learner: no heads, the language model is the policy."""
+class BC(Algorithm):
+    """Behaviour cloning: no heads, the language model is the policy."""
 
     name = "bc"
-    decoding = "sample"
-
-    def __init__(self, config):
-        self.config = config
-
-    def make_heads(self, hidden_size: int, vocab_size: int):
-        return None
 
     def loss(self, states, heads, batch):
         return bc_loss(states.logits, batch.actions, batch.action_mask, index=states.index)
 
-    def after_update(self, heads) -> None:
-        pass
+
+class FilteredBC(BC):
+    """BC on the dataset's best `top_fraction` of episodes by return."""
+
+    name = "filtered-bc"
+
+    def dataset(self, store) -> pa.Table:
+        return store.top_fraction(self.config.top_fraction)
+
+
+class OnlineFilteredBC(BC):
+    """Each iteration: BC updates on the best `top_fraction` of the iteration's episodes."""
+
+    name = "online-filtered-bc"
+
+    def select(self, rows: Sequence[dict]) -> tuple[list[dict], dict[str, float]]:
+        kept = sorted(rows, key=lambda r: -r[RETURN])[: max(1, round(self.config.top_fraction * len(rows)))]
+        return kept, {"online-filtered-bc/kept_return_mean": float(np.mean([r[RETURN] for r in kept]))}
+
+    def iteration(self, learner, rows: Sequence[dict]) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for _ in range(self.config.updates_per_iteration):
+            metrics = learner.update(rows)
+        return metrics

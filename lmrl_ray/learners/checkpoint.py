@@ -9,7 +9,7 @@
 
 Transformers and vLLM load the folder directly (they ignore our extra files). Every
 tensor is safetensors and everything else JSON: nothing is ever pickled. A checkpoint
-folder appears whole or not at all (`write_folder_atomically`), so a run killed at any
+folder appears whole or not at all (`lmrl_ray.io.write_atomically`), so a run killed at any
 moment resumes from the last complete one.
 """
 

@@ -2,8 +2,12 @@
 placement group; N = 0 runs the same learner in-process (STYLE 4).
 
     group = LearnerGroup(config, data="data/maze")
-    metrics = group.update(indices)          # episode indices into the dataset
+    metrics = group.update(indices)          # offline: episode indices into the dataset
+    metrics = group.iteration(rows)          # online: the algorithm's iteration on the episodes
     group.save(run, driver_state={...})
+
+Every call runs a named method on each learner with its shard (`foreach_learner`, as
+RLlib's learner group does); what the method does is the algorithm's.
 
 Each learner reads the dataset itself (from the store's folder, on shared storage in a
 cluster) and takes its share of every update: the episodes at indices[rank::N]. The
@@ -29,25 +33,24 @@ import torch
 from lmrl_ray.data.schema import RETURN, TASK
 from lmrl_ray.data.store import ReplayStore, StoreError
 from lmrl_ray.learners.config import TrainConfig
-from lmrl_ray.learners.learner import Learner
+from lmrl_ray.learners.learner import Learner, make_algorithm
 
 log = logging.getLogger(__name__)
 
 
 def read_dataset(path: str | os.PathLike, config: TrainConfig) -> pa.Table:
     """The training episodes of the store at `path`: checked (every shard's checksum and
-    schema), of the config's task, not empty; for filtered BC only the top fraction by
-    return."""
+    schema), of the config's task, not empty, and those the algorithm trains on (filtered
+    BC: the top fraction by return)."""
     path = Path(path)
     if not (path / "manifest.json").is_file():
         raise StoreError(f"{path}: not a dataset (no manifest.json); generate one with `lmrl-ray datagen`")
-    store = ReplayStore(path)
-    table = store.top_fraction(config.top_fraction) if config.algo == "filtered-bc" else store.read()
+    table = make_algorithm(config).dataset(ReplayStore(path))
     if table.num_rows == 0:
         raise StoreError(f"{path}: the dataset is empty")
     tasks = set(table[TASK].unique().to_pylist())
-    if config.task and tasks != {config.task}:
-        raise StoreError(f"{path}: a dataset of task {', '.join(sorted(tasks))}, not {config.task}")
+    if config.common.task and tasks != {config.common.task}:
+        raise StoreError(f"{path}: a dataset of task {', '.join(sorted(tasks))}, not {config.common.task}")
     return table
 
 
@@ -62,11 +65,13 @@ def dataset_task(path: str | os.PathLike) -> str:
 
 class LearnerWorker:
     """What one learner actor holds: a `Learner` and its copy of the dataset (online
-    algorithms may have none: `data` None)."""
+    algorithms may have none: `data` None). Its methods are what the group runs on every
+    learner (`LearnerGroup.foreach_learner`)."""
 
     def __init__(self, config: TrainConfig, data: str | None, *, rank: int = 0, world_size: int = 1,
                  master: tuple[str, int] | None = None):
-        device = "cuda" if config.gpus_per_learner > 0 and torch.cuda.is_available() else "cpu"
+        r = config.resources
+        device = "cuda" if r.gpus_per_learner > 0 and torch.cuda.is_available() else "cpu"
         if world_size > 1:
             import torch.distributed as dist
 
@@ -75,11 +80,7 @@ class LearnerWorker:
                 backend, init_method=f"tcp://{master[0]}:{master[1]}", rank=rank, world_size=world_size
             )
         self.dataset = read_dataset(data, config) if data is not None else None
-        self.learner = Learner(config, device=device, rank=rank, world_size=world_size)
-        self._offline_rows: list[dict] | None = None
-        if config.head_input_norm and self.dataset is not None and not self.learner.heads.input_norm.fitted:
-            first = self.dataset.slice(0, config.head_input_norm_episodes).to_pylist()
-            self.learner.fit_head_input_norm(first)
+        self.learner = Learner(config, device=device, rank=rank, world_size=world_size, dataset=self.dataset)
 
     def num_episodes(self) -> int:
         return self.dataset.num_rows if self.dataset is not None else 0
@@ -87,14 +88,21 @@ class LearnerWorker:
     def mean_return(self) -> float:
         return float(pc.mean(self.dataset[RETURN]).as_py()) if self.dataset is not None else float("nan")
 
-    def update_rows(self, rows: Sequence[dict]) -> dict[str, float]:
-        """One update on episodes given as rows (online filtered BC)."""
-        return self.learner.update(rows)
+    def _rows(self, indices: Sequence[int]) -> list[dict]:
+        return self.dataset.take(pa.array(indices, type=pa.int64())).to_pylist()
 
-    def ppo_iteration(self, rows: Sequence[dict], kl_coef: float) -> dict[str, float]:
-        if self._offline_rows is None and self.dataset is not None and self.learner.config.offline_bc_weight > 0:
-            self._offline_rows = self.dataset.to_pylist()
-        return self.learner.ppo_iteration(rows, kl_coef, self._offline_rows or ())
+    def update(self, indices: Sequence[int]) -> dict[str, float]:
+        """One update on the dataset's episodes `indices` (this learner's share)."""
+        return self.learner.update(self._rows(indices))
+
+    def iteration(self, rows: Sequence[dict]) -> dict[str, float]:
+        """The online algorithm's iteration on this learner's share of the episodes."""
+        return self.learner.algo.iteration(self.learner, rows)
+
+    def gradients(self, indices: Sequence[int]) -> torch.Tensor:
+        """The batch's gradient without updating (tests compare learners with it)."""
+        self.learner.compute_gradients(self.learner.encode(self._rows(indices)))
+        return self.learner.gradients()
 
     def put_weights(self):
         """The policy's weights in the object store, for the engines (a list holding the
@@ -105,16 +113,6 @@ class LearnerWorker:
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         return self.learner.policy_state_dict()
-
-    def update(self, indices: Sequence[int]) -> dict[str, float]:
-        rows = self.dataset.take(pa.array(indices, type=pa.int64())).to_pylist()
-        return self.learner.update(rows)
-
-    def gradients(self, indices: Sequence[int]) -> torch.Tensor:
-        """The batch's gradient without updating (tests compare learners with it)."""
-        rows = self.dataset.take(pa.array(indices, type=pa.int64())).to_pylist()
-        self.learner.compute_gradients(rows)
-        return self.learner.gradients()
 
     def save(self, folder: str, driver_state: dict) -> str:
         return str(self.learner.save(folder, driver_state=driver_state))
@@ -130,7 +128,6 @@ class LearnerWorker:
         return float(sum(p.detach().double().sum().item() for p in self.learner._modules_parameters()))
 
 
-
 def _free_port() -> tuple[str, int]:
     import ray
 
@@ -141,11 +138,13 @@ def _free_port() -> tuple[str, int]:
 
 
 class LearnerGroup:
-    """`config.num_learners` learner actors (0: one learner in-process)."""
+    """`num_learners` learner actors (0: one learner in-process)."""
 
     def __init__(self, config: TrainConfig, data: str | os.PathLike | None):
         self.config = config
-        self.num_learners = config.num_learners
+        self.algo = make_algorithm(config)  # for its driver-side step, `select`
+        r = config.resources
+        self.num_learners = r.num_learners
         data = str(data) if data is not None else None
         if self.num_learners == 0:
             self._local = LearnerWorker(config, data)
@@ -156,9 +155,9 @@ class LearnerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self._local = None
-        bundle = {"CPU": config.cpus_per_learner}
-        if config.gpus_per_learner > 0:
-            bundle["GPU"] = config.gpus_per_learner
+        bundle = {"CPU": r.cpus_per_learner}
+        if r.gpus_per_learner > 0:
+            bundle["GPU"] = r.gpus_per_learner
         self._placement_group = placement_group([bundle] * self.num_learners, strategy="PACK")
         try:
             ray.get(self._placement_group.ready(), timeout=120)
@@ -174,56 +173,54 @@ class LearnerGroup:
         remote = ray.remote(LearnerWorker)
         self._actors = [
             remote.options(
-                num_cpus=config.cpus_per_learner,
-                num_gpus=config.gpus_per_learner,
+                num_cpus=r.cpus_per_learner,
+                num_gpus=r.gpus_per_learner,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self._placement_group, placement_group_bundle_index=i),
             ).remote(config, data, rank=i, world_size=self.num_learners, master=master)
             for i in range(self.num_learners)
         ]
         ray.get([a.step.remote() for a in self._actors])  # every learner has joined the group
 
-    def _call(self, method: str, *args, all_ranks: bool = True):
-        """Call `method` on every learner (or rank 0 only) and return rank 0's answer."""
+    def foreach_learner(self, method: str, *args, shards: Sequence | None = None) -> list:
+        """Run `method` of every learner (a `LearnerWorker` method), learner r with
+        `shards[r]` as its first argument when shards are given; their answers in rank order."""
+        if shards is not None and len(shards) != max(1, self.num_learners):
+            raise ValueError(f"{len(shards)} shards for {max(1, self.num_learners)} learners")
+        per_rank = [((shards[r],) if shards is not None else ()) + args for r in range(max(1, self.num_learners))]
+        if self._local is not None:
+            return [getattr(self._local, method)(*per_rank[0])]
+        import ray
+
+        return ray.get([getattr(a, method).remote(*per_rank[r]) for r, a in enumerate(self._actors)])
+
+    def _first(self, method: str, *args):
+        """Run `method` on rank 0 only (the learners hold identical state)."""
         if self._local is not None:
             return getattr(self._local, method)(*args)
         import ray
 
-        actors = self._actors if all_ranks else self._actors[:1]
-        return ray.get([getattr(a, method).remote(*args) for a in actors])[0]
+        return ray.get(getattr(self._actors[0], method).remote(*args))
+
+    def shard(self, items: Sequence) -> list[list]:
+        """Learner r's share of a batch: items[r::N]."""
+        n = max(1, self.num_learners)
+        return [list(items[r::n]) for r in range(n)]
 
     def num_episodes(self) -> int:
-        return self._call("num_episodes", all_ranks=False)
+        return self._first("num_episodes")
 
     def mean_return(self) -> float:
-        return self._call("mean_return", all_ranks=False)
+        return self._first("mean_return")
 
     def update(self, indices: Sequence[int]) -> dict[str, float]:
-        """One update on the episodes `indices`: learner r takes indices[r::N]."""
-        indices = [int(i) for i in indices]
-        if self._local is not None:
-            return self._local.update(indices)
-        import ray
+        """One update on the dataset's episodes `indices`; returns the batch's metrics."""
+        return self.foreach_learner("update", shards=self.shard([int(i) for i in indices]))[0]
 
-        n = self.num_learners
-        return ray.get([a.update.remote(indices[r::n]) for r, a in enumerate(self._actors)])[0]
-
-    def update_rows(self, rows: Sequence[dict]) -> dict[str, float]:
-        """One update on the episodes `rows`: learner r takes rows[r::N]."""
-        if self._local is not None:
-            return self._local.update_rows(rows)
-        import ray
-
-        n = self.num_learners
-        return ray.get([a.update_rows.remote(rows[r::n]) for r, a in enumerate(self._actors)])[0]
-
-    def ppo_iteration(self, rows: Sequence[dict], kl_coef: float) -> dict[str, float]:
-        """PPO on one iteration's episodes: learner r takes rows[r::N]."""
-        if self._local is not None:
-            return self._local.ppo_iteration(rows, kl_coef)
-        import ray
-
-        n = self.num_learners
-        return ray.get([a.ppo_iteration.remote(rows[r::n], kl_coef) for r, a in enumerate(self._actors)])[0]
+    def iteration(self, rows: Sequence[dict]) -> dict[str, float]:
+        """The online algorithm's iteration on the episodes it selects from `rows`
+        (`Algorithm.select`, here, then shared out); returns its metrics."""
+        kept, metrics = self.algo.select(rows)
+        return {**self.foreach_learner("iteration", shards=self.shard(kept))[0], **metrics}
 
     def broadcast(self, engines, version: int) -> None:
         """Send the policy's weights to `engines` (an `EnginePool`) as `version`: from a
@@ -240,30 +237,20 @@ class LearnerGroup:
     def gradients(self, indices: Sequence[int]) -> list[torch.Tensor]:
         """Each learner's gradient for the batch `indices` (split as in `update`), summed
         over the group: all equal."""
-        indices = [int(i) for i in indices]
-        if self._local is not None:
-            return [self._local.gradients(indices)]
-        import ray
-
-        n = self.num_learners
-        return ray.get([a.gradients.remote(indices[r::n]) for r, a in enumerate(self._actors)])
+        return self.foreach_learner("gradients", shards=self.shard([int(i) for i in indices]))
 
     def save(self, folder: str | os.PathLike, driver_state: dict) -> Path:
         """Rank 0 writes the checkpoint (the learners hold identical state)."""
-        return Path(self._call("save", str(folder), driver_state, all_ranks=False))
+        return Path(self._first("save", str(folder), driver_state))
 
     def restore(self, folder: str | os.PathLike) -> dict:
-        return self._call("restore", str(folder))
+        return self.foreach_learner("restore", str(folder))[0]
 
     def step(self) -> int:
-        return self._call("step", all_ranks=False)
+        return self._first("step")
 
     def parameters_checksums(self) -> list[float]:
-        if self._local is not None:
-            return [self._local.parameters_checksum()]
-        import ray
-
-        return ray.get([a.parameters_checksum.remote() for a in self._actors])
+        return self.foreach_learner("parameters_checksum")
 
     def shutdown(self) -> None:
         if self._actors:

@@ -24,8 +24,14 @@ from __future__ import annotations
 
 import torch
 
-from lmrl_ray.learners.bc import with_bc_term
-from lmrl_ray.learners.ops import gather_actions, lambda_returns, masked_mean, next_state_values, token_cross_entropy
+from lmrl_ray.learners.guided import GuidedAlgorithm
+from lmrl_ray.learners.ops import (
+    gather_actions,
+    lambda_returns,
+    masked_mean,
+    next_state_values,
+    token_cross_entropy,
+)
 from lmrl_ray.models import ILQLHeads
 
 
@@ -85,17 +91,10 @@ def ilql_loss(
     return loss, metrics
 
 
-class ILQL:
+class ILQL(GuidedAlgorithm):
     """ILQL for the learner: `ILQLHeads` on the final hidden state; decoding is value-guided."""
 
     name = "ilql"
-    decoding = "value-guided"
-
-    def __init__(self, config):
-        self.config = config
-
-    def make_heads(self, hidden_size: int, vocab_size: int) -> ILQLHeads:
-        return ILQLHeads(hidden_size, vocab_size, width=self.config.head_width or None)
 
     def loss(self, states, heads, batch):
         c = self.config
@@ -110,7 +109,7 @@ class ILQL:
             gamma=c.gamma, tau=c.expectile, cql_weight=c.cql_weight, index=states.index,
             next_step=batch.next_step, td_lambda=td_lambda,
         )
-        return with_bc_term(loss, metrics, states, batch, c.bc_weight)
+        return self.with_bc_term(loss, metrics, states, batch)
 
     def after_update(self, heads: ILQLHeads) -> None:
         heads.polyak_update(self.config.polyak)

@@ -3,8 +3,14 @@ checkpoint, and turns a batch of stored episodes into one optimizer update (STYL
 
     learner = Learner(config)
     metrics = learner.update(rows)          # rows: stored episodes (dicts of the schema)
+    metrics = learner.algo.iteration(learner, rows)   # an online algorithm's iteration
     learner.save("run/checkpoints/step-00000100")
     learner.restore("run/checkpoints/step-00000100")
+
+What an update is belongs to the algorithm (`learner.algo`, one file each, see
+`algorithm.py`); the learner gives every algorithm the same substrate: the model's
+states at the agent steps (`forward`), gradients accumulated over micro-batches and
+learners (`accumulate`, `reduce`), the optimizer step (`optimizer_step`).
 
 An update is exact under splitting: every loss is a mean over agent tokens, so a
 micro-batch's (or a learner's) loss is weighted by its share of the update's agent
@@ -19,7 +25,6 @@ tiny model has none anyway.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -27,31 +32,41 @@ from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
-import numpy as np
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmrl_ray import envs
-from lmrl_ray.data.collate import Collator, microbatches
-from lmrl_ray.learners.bc import BC, bc_loss
-from lmrl_ray.learners.checkpoint import CheckpointError, CheckpointMeta, read_meta, write_meta
-from lmrl_ray.learners.config import TrainConfig
+from lmrl_ray.data.collate import Batch, Collator, EncodedEpisode, microbatches
+from lmrl_ray.learners.algorithm import Algorithm
+from lmrl_ray.learners.bc import BC, FilteredBC, OnlineFilteredBC
+from lmrl_ray.learners.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    read_meta,
+    write_meta,
+)
+from lmrl_ray.learners.config import TrainConfig, to_dict
 from lmrl_ray.learners.ilql import ILQL
 from lmrl_ray.learners.mc import MCReturns
 from lmrl_ray.learners.ops import scale_gradient
-from lmrl_ray.learners.ppo import ADVANTAGES, OLD_LOGPROBS, OLD_VALUES, PPO, RETURNS, action_logprobs
-from lmrl_ray.learners.ppo_math import whiten_by
+from lmrl_ray.learners.ppo import PPO
 from lmrl_ray.models import HEADS_FILE, TINY, load_heads, load_policy, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-ALGOS = {"bc": BC, "filtered-bc": BC, "mc": MCReturns, "ilql": ILQL, "ppo": PPO, "online-filtered-bc": BC}
+ALGORITHMS: dict[str, type[Algorithm]] = {a.name: a for a in (BC, FilteredBC, MCReturns, ILQL, PPO, OnlineFilteredBC)}
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
+
+
+def make_algorithm(config: TrainConfig) -> Algorithm:
+    """The algorithm object of a config (`config.name`)."""
+    return ALGORITHMS[config.name](config)
 
 
 def task_view(task: str):
@@ -73,47 +88,45 @@ class StepStates:
     tokens: torch.Tensor | None = None  # (U,): the last token each distinct state read
 
 
+LossFn = Callable[[StepStates, Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
 class Learner:
     """One learner. `rank` and `world_size` say its place in a data-parallel group whose
     torch.distributed process group is already initialised (world_size 1: alone). `view`
-    overrides the task's view of the transcript (for environments outside the registry)."""
+    overrides the task's view of the transcript (for environments outside the registry);
+    `dataset` is the learner's offline data, for the algorithm's `setup`."""
 
     def __init__(self, config: TrainConfig, *, device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
-                 view=None):
-        if not config.task:
-            raise ValueError("the learner needs the task (config.task)")
+                 view=None, dataset: pa.Table | None = None):
+        if not config.common.task:
+            raise ValueError("the learner needs the task (config.common.task)")
         self.config = config
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
-        self.model, self.tokenizer = load_policy(config.model, device=self.device)
+        self.model, self.tokenizer = load_policy(config.common.model, device=self.device)
         self.model.eval()
-        if config.freeze_lm:
+        self.algo = make_algorithm(config)
+        if self.algo.frozen_model:
             self.model.requires_grad_(False)
-        # PPO's reference policy for the KL penalty: the model training starts from (BC), frozen.
-        self.reference = None
-        if config.algo == "ppo" and (config.kl_coef > 0 or config.kl_target > 0):
-            self.reference = copy.deepcopy(self.model).requires_grad_(False)
-        self.algo = ALGOS[config.algo](config)
-        hidden_size = self.model.get_output_embeddings().in_features
-        vocab_size = self.model.get_output_embeddings().out_features
-        torch.manual_seed(config.seed)  # the heads start the same on every learner
-        self.heads = self.algo.make_heads(hidden_size, vocab_size)
+        output = self.model.get_output_embeddings()
+        torch.manual_seed(config.common.seed)  # the heads start the same on every learner
+        self.heads = self.algo.make_heads(output.in_features, output.out_features)
         if self.heads is not None:
-            self._init_heads_from(config.model)
+            self._init_heads_from(config.common.model)
             self.heads.to(self.device)
-        self.head_width = config.head_width or hidden_size
         self.params = [p for p in self._modules_parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay
-        )
-        self.collator = Collator(
-            self.tokenizer, view or task_view(config.task), max_tokens=int(self.model.config.max_position_embeddings),
-            gamma=config.gamma,
-        )
+        c = config.common
+        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2),
+                                           weight_decay=c.weight_decay)
+        self.collator = Collator(self.tokenizer, view or task_view(c.task),
+                                 max_tokens=int(self.model.config.max_position_embeddings))
         self.step = 0
-        # freeze_lm: each distinct sequence's final hidden states (T_i, H), by its token ids.
+        """Optimizer updates taken."""
+        # A frozen model's final hidden states (T_i, H) of each distinct sequence, by its token ids.
         self._feature_cache: dict[bytes, torch.Tensor] = {}
         self._feature_cache_bytes = 0
+        self.algo.setup(self, dataset)
 
     def _init_heads_from(self, model: str) -> None:
         """Start the heads from the starting checkpoint's when it has heads of the same
@@ -139,17 +152,28 @@ class Learner:
         if self.heads is not None:
             yield from self.heads.parameters()
 
+    # -- The substrate every algorithm uses -----------------------------------------------
+
+    def encode(self, rows: Sequence[dict]) -> list[EncodedEpisode]:
+        return [self.collator.encode(r) for r in rows]
+
+    def batches(self, episodes: Sequence[EncodedEpisode]) -> Iterator[tuple[list[EncodedEpisode], Batch]]:
+        """The episodes in micro-batches of at most `microbatch_tokens` padded tokens (whole
+        episodes), each with its padded batch on this learner's device."""
+        for group in microbatches(episodes, self.config.common.microbatch_tokens):
+            yield group, self.collator.pad(group).to(self.device)
+
     def lr_at(self, step: int) -> float:
         """Linear warm-up over `warmup_updates`, then constant."""
-        warmup = self.config.warmup_updates
-        return self.config.lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        c = self.config.common
+        return c.lr * (min(1.0, (step + 1) / c.warmup_updates) if c.warmup_updates else 1.0)
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.config.mixed_precision:
+    def autocast(self):
+        if self.device.type == "cuda" and self.config.common.mixed_precision:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a small CPU tensor over the group (on this learner's device: NCCL reduces
         only CUDA tensors); returns it on CPU."""
         if self.world_size > 1:
@@ -158,13 +182,13 @@ class Learner:
             return moved.cpu()
         return tensor
 
-    def forward(self, batch, model=None) -> StepStates:
+    def forward(self, batch: Batch, model=None) -> StepStates:
         """The language model (`model`, default the policy) at the batch's agent steps: the
         LM head runs only at the distinct positions the steps read (steps that share a
         sequence share them)."""
         model = model if model is not None else self.model
         positions, index = torch.unique(batch.positions, return_inverse=True)
-        if self.config.freeze_lm and model is self.model:
+        if self.algo.frozen_model and model is self.model:
             hidden = self._frozen_hidden(batch, positions)
         else:
             out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
@@ -172,12 +196,12 @@ class Learner:
             # the LM head, which is what the value-guided decoder applies the heads to.
             hidden = out.last_hidden_state.flatten(0, 1)[positions]  # (U, H): distinct states s_t
         logits = model.get_output_embeddings()(hidden)  # (U, V)
-        # What the heads read: head_grad_scale (1 unless ILQL or MC asks) of their gradient reaches the model.
-        hidden = scale_gradient(hidden, self.config.head_grad_scale)
+        # What the heads read: `head_grad_scale` of their gradient reaches the model.
+        hidden = scale_gradient(hidden, self.algo.head_grad_scale)
         return StepStates(logits, hidden, index, batch.input_ids.flatten()[positions])
 
     @torch.no_grad()
-    def _frozen_hidden(self, batch, positions: torch.Tensor) -> torch.Tensor:
+    def _frozen_hidden(self, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
         """The frozen model's final hidden states at `positions` (U,), from the cache of
         each sequence's states where it has them; the sequences it lacks run in one
         forward and are added while the cache has room (`feature_cache_mb`)."""
@@ -192,80 +216,80 @@ class Learner:
             for i, b in enumerate(missing):
                 rows[b] = states = out.last_hidden_state[i, : lengths[b]].detach().clone()  # not a view of the batch
                 size = states.numel() * states.element_size()
-                if self._feature_cache_bytes + size <= self.config.feature_cache_mb * 2**20:
+                if self._feature_cache_bytes + size <= self.algo.feature_cache_mb * 2**20:
                     self._feature_cache[keys[b]] = states
                     self._feature_cache_bytes += size
         return torch.stack([rows[b][t] for b, t in zip((positions // T).tolist(), (positions % T).tolist())])
 
     @torch.no_grad()
     def fit_head_input_norm(self, rows: Sequence[dict]) -> None:
-        """Fit the heads' `TokenNorm` (`head_input_norm`) on the frozen model's hidden
-        states at every agent step of `rows`; every learner of a group fits on the same
-        rows, so they agree."""
-        episodes = [self.collator.encode(r) for r in rows]
+        """Fit the heads' `TokenNorm` on the frozen model's hidden states at every agent
+        step of `rows`; every learner of a group fits on the same rows, so they agree."""
         hidden, tokens = [], []
-        for group in microbatches(episodes, self.config.microbatch_tokens):
-            batch = self.collator.pad(group).to(self.device)
+        for _, batch in self.batches(self.encode(rows)):
             positions = torch.unique(batch.positions)
             hidden.append(self._frozen_hidden(batch, positions))
             tokens.append(batch.input_ids.flatten()[positions])
         self.heads.input_norm.fit(torch.cat(hidden), torch.cat(tokens))
 
-    def _accumulate(self, episodes, loss_fn, weight: float = 1.0) -> tuple[dict[str, float], float]:
+    def algorithm_loss(self, states: StepStates, batch: Batch):
+        return self.algo.loss(states, self.heads, batch)
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=False)
+
+    def accumulate(self, episodes: Sequence[EncodedEpisode], loss_fn: LossFn,
+                   weight: float = 1.0) -> tuple[dict[str, float], float]:
         """Add the gradient of `weight` x the loss over `episodes` (this learner's share of
         a batch split across the group) to every parameter's `.grad`; returns this share's
         metrics, weighted by its share of the batch's agent tokens, and that token count."""
         local_tokens = sum(e.num_agent_tokens for e in episodes)
-        total_tokens = self._all_reduce(torch.tensor([float(local_tokens)], dtype=torch.float64)).item()
+        total_tokens = self.all_reduce(torch.tensor([float(local_tokens)], dtype=torch.float64)).item()
         if total_tokens == 0:
             raise ValueError("update: the batch has no agent tokens")
         sums: dict[str, float] = defaultdict(float)
-        for group in microbatches(episodes, self.config.microbatch_tokens):
-            batch = self.collator.pad(group).to(self.device)
+        for _, batch in self.batches(episodes):
             share = batch.num_agent_tokens / total_tokens
-            with self._autocast():
+            with self.autocast():
                 loss, metrics = loss_fn(self.forward(batch), batch)
             (loss * (share * weight)).backward()
             for key, value in metrics.items():
                 sums[key] += value * share
         return sums, total_tokens
 
-    def _algo_loss(self, states, batch):
-        return self.algo.loss(states, self.heads, batch)
-
-    def _compute_gradients(self, episodes, offline=None) -> dict[str, float]:
-        """Fill every parameter's `.grad` with the gradient of the whole batch's loss (this
-        learner's share, summed over the group), plus `offline_bc_weight` x BC on the
-        `offline` episodes when given; returns the batch's metrics, reduced."""
-        self.optimizer.zero_grad(set_to_none=False)
-        sums, total_tokens = self._accumulate(episodes, self._algo_loss)
-        if offline:
-            bc_sums, _ = self._accumulate(offline, lambda st, b: bc_loss(st.logits, b.actions, b.action_mask,
-                                                                          index=st.index),
-                                          weight=self.config.offline_bc_weight)
-            sums.update({f"offline_{k}": v for k, v in bc_sums.items()})
+    def reduce(self, sums: dict[str, float], episodes: int, agent_tokens: float) -> dict[str, float]:
+        """Sum the accumulated gradients over the group (in one flat buffer), and the
+        metrics; `episodes` is this learner's count, `agent_tokens` the group's."""
         if self.world_size > 1:
-            self._reduce_gradients()
-        keys = sorted(sums)
-        reduced = self._all_reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64)).tolist()
-        metrics = dict(zip(keys, reduced))
-        metrics["learner/agent_tokens"] = total_tokens
-        metrics["learner/episodes"] = self._all_reduce(torch.tensor([float(len(episodes))], dtype=torch.float64)).item()
+            grads = [p.grad for p in self.params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+        names = sorted(sums)
+        reduced = self.all_reduce(torch.tensor([sums[k] for k in names], dtype=torch.float64)).tolist()
+        metrics = dict(zip(names, reduced))
+        metrics["learner/agent_tokens"] = agent_tokens
+        metrics["learner/episodes"] = self.all_reduce(torch.tensor([float(episodes)], dtype=torch.float64)).item()
         return metrics
 
-    def compute_gradients(self, rows: Sequence[dict]) -> dict[str, float]:
-        """Fill every parameter's `.grad` with the gradient of the whole batch's loss (this
-        learner's share, summed over the group); returns the batch's metrics."""
-        return self._compute_gradients([self.collator.encode(r) for r in rows])
+    def compute_gradients(self, episodes: Sequence[EncodedEpisode]) -> dict[str, float]:
+        """Fill every parameter's `.grad` with the gradient of the algorithm's loss on the
+        whole batch (this learner's share, summed over the group); returns its metrics."""
+        self.zero_grad()
+        sums, tokens = self.accumulate(episodes, self.algorithm_loss)
+        return self.reduce(sums, len(episodes), tokens)
 
-    def update(self, rows: Sequence[dict]) -> dict[str, float]:
-        """One optimizer update on this learner's share of the batch; returns the metrics
-        of the whole batch (reduced across the group)."""
-        return self._step(self.compute_gradients(rows))
-
-    def _step(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Clip, take the optimizer step the gradients in `.grad` ask for, move targets."""
-        metrics["learner/grad_norm"] = self._clip()
+    def optimizer_step(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Clip, take the optimizer step the gradients in `.grad` ask for, let the
+        algorithm move its targets; returns `metrics` with the step's own."""
+        if self.config.common.grad_clip_norm > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.common.grad_clip_norm))
+        else:
+            norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params])))
+        metrics["learner/grad_norm"] = norm
         metrics["learner/lr"] = lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -274,65 +298,10 @@ class Learner:
         self.step += 1
         return metrics
 
-    # -- PPO -------------------------------------------------------------------------
-
-    def ppo_iteration(self, rows: Sequence[dict], kl_coef: float, offline_rows: Sequence[dict] = ()) -> dict[str, float]:
-        """PPO on one iteration's episodes (this learner's share): score them with the
-        current policy, then `ppo_epochs` passes of `minibatches_per_epoch` updates over
-        random splits into whole episodes. With `offline_rows`, each update adds
-        `offline_bc_weight` x BC on as many offline episodes as the minibatch holds."""
-        c = self.config
-        episodes = [self.collator.encode(r) for r in rows]
-        scored = self._score(episodes, kl_coef)
-        rng = np.random.default_rng([c.seed, self.step])
-        totals: dict[str, float] = defaultdict(float)
-        updates = 0
-        for _ in range(c.ppo_epochs):
-            for part in np.array_split(rng.permutation(len(episodes)), c.minibatches_per_epoch):
-                offline = None
-                if offline_rows and c.offline_bc_weight > 0:
-                    picks = rng.choice(len(offline_rows), size=len(part), replace=len(part) > len(offline_rows))
-                    offline = [self.collator.encode(offline_rows[i]) for i in picks]
-                metrics = self._step(self._compute_gradients([episodes[i] for i in part], offline))
-                for key, value in metrics.items():
-                    totals[key] += value
-                updates += 1
-        return {**{k: v / updates for k, v in totals.items()}, **scored, "ppo/updates": float(updates)}
-
-    @torch.no_grad()
-    def _score(self, episodes, kl_coef: float) -> dict[str, float]:
-        """Attach to every episode its steps' old log-probs, old values, advantages and
-        value targets (see `ppo.py`); advantages are whitened over the whole group's batch."""
-        c = self.config
-        sums = torch.zeros(6, dtype=torch.float64)  # steps, kl, reward, value, A, A^2
-        for group in microbatches(episodes, c.microbatch_tokens):
-            batch = self.collator.pad(group).to(self.device)
-            with self._autocast():
-                states = self.forward(batch)
-                old_logprobs = action_logprobs(states, batch.actions, c.temperature).float()
-                old_values = self.algo.values(states, self.heads).float()
-                ref_logprobs = None
-                if self.reference is not None:
-                    ref_states = self.forward(batch, model=self.reference)
-                    ref_logprobs = action_logprobs(ref_states, batch.actions, c.temperature).float()
-            advantages, returns, kl = self.algo.advantages(batch, old_logprobs, ref_logprobs, old_values, kl_coef)
-            for name, values in ((OLD_LOGPROBS, old_logprobs), (OLD_VALUES, old_values), (ADVANTAGES, advantages),
-                                 (RETURNS, returns)):
-                for episode, part in zip(group, values.cpu().split(batch.episode_steps)):
-                    episode.extras[name] = part
-            sums += torch.tensor([float(kl.numel()), kl.sum().item(), batch.rewards.sum().item(),
-                                  old_values.sum().item(), advantages.sum().item(), advantages.square().sum().item()],
-                                 dtype=torch.float64)
-        steps, kl, reward, value, a_sum, a_sq = self._all_reduce(sums).tolist()
-        a_mean = a_sum / steps
-        a_var = max(a_sq / steps - a_mean**2, 0.0)
-        a_std = a_var**0.5
-        if c.whiten_advantages:
-            for episode in episodes:
-                episode.extras[ADVANTAGES] = whiten_by(episode.extras[ADVANTAGES], a_mean, a_var)
-        return {"ppo/agent_tokens": steps, "ppo/kl": kl / steps, "ppo/kl_coef": kl_coef,
-                "ppo/reward_per_token": reward / steps, "ppo/old_value_mean": value / steps,
-                "ppo/advantage_mean": a_mean, "ppo/advantage_std": a_std}
+    def update(self, rows: Sequence[dict]) -> dict[str, float]:
+        """One optimizer update on this learner's share of the batch; returns the metrics
+        of the whole batch (reduced across the group)."""
+        return self.optimizer_step(self.compute_gradients(self.encode(rows)))
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         """The language model's weights (what engines load), on CPU."""
@@ -342,39 +311,24 @@ class Learner:
         """Every parameter's gradient, flattened into one vector (on CPU)."""
         return torch.cat([p.grad.detach().flatten().cpu() for p in self.params])
 
-    def _reduce_gradients(self) -> None:
-        """Sum the gradients over the group, in one flat buffer."""
-        grads = [p.grad for p in self.params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g))
-            offset += n
-
-    def _clip(self) -> float:
-        if self.config.grad_clip_norm > 0:
-            return float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm))
-        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params])))
-
     # -- Checkpoints -------------------------------------------------------------------
 
     def meta(self) -> CheckpointMeta:
         value_guided = self.algo.decoding == "value-guided"
         return CheckpointMeta(
-            algo=self.config.algo,
-            task=self.config.task,
+            algo=self.config.name,
+            task=self.config.common.task,
             step=self.step,
             decoding=self.algo.decoding,
-            beta=self.config.beta if value_guided else 0.0,
-            heads={"class": type(self.heads).__name__, "width": self.head_width} if self.heads is not None else None,
-            config=self.config.to_dict(),
+            beta=self.algo.beta if value_guided else 0.0,
+            heads={"class": type(self.heads).__name__, "width": self.heads.width} if self.heads is not None else None,
+            config=to_dict(self.config),
         )
 
     def save(self, folder: str | os.PathLike, *, driver_state: dict | None = None) -> Path:
         """Write a checkpoint (atomically): the policy, the heads, and the full training
-        state (optimizer moments, random-number generators, step, `driver_state`)."""
+        state (optimizer moments, random-number generators, step, the algorithm's state,
+        `driver_state`)."""
 
         def extra(tmp: Path) -> None:
             write_meta(tmp, self.meta())
@@ -387,6 +341,7 @@ class Learner:
             (tmp / STATE_JSON).write_text(json.dumps({
                 "step": self.step,
                 "param_groups": optimizer["param_groups"],
+                "algorithm": self.algo.state_dict(),
                 "driver": driver_state or {},
             }, indent=2))
 
@@ -396,10 +351,10 @@ class Learner:
         """Load a checkpoint written by `save` for the same algorithm; returns its driver state."""
         folder = Path(folder)
         meta = read_meta(folder)
-        if meta.algo != self.config.algo:
-            raise CheckpointError(f"{folder}: a checkpoint of {meta.algo}, not of {self.config.algo}")
-        if meta.task != self.config.task:
-            raise CheckpointError(f"{folder}: a checkpoint of task {meta.task}, not of {self.config.task}")
+        if meta.algo != self.config.name:
+            raise CheckpointError(f"{folder}: a checkpoint of {meta.algo}, not of {self.config.name}")
+        if meta.task != self.config.common.task:
+            raise CheckpointError(f"{folder}: a checkpoint of task {meta.task}, not of {self.config.common.task}")
         try:
             loaded, _ = load_policy(folder, device=self.device)
             self.model.load_state_dict(loaded.state_dict())
@@ -417,4 +372,5 @@ class Learner:
         self.optimizer.load_state_dict({"state": dict(optimizer_state), "param_groups": state["param_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(state["step"])
+        self.algo.load_state_dict(state.get("algorithm", {}))
         return state.get("driver", {})

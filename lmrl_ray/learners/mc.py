@@ -1,7 +1,7 @@
 """Monte Carlo Returns (LMRL-Gym's "MC Returns"): Q and V regressed on the discounted
 return-to-go of the behaviour data, with the same conservative term as ILQL.
 
-For every agent step t with return-to-go G_t = sum_k gamma^k r_{t+k} (from the collate):
+For every agent step t with return-to-go G_t = sum_k gamma^k r_{t+k} (`ops.return_to_go`):
 
     L_Q   = E[(Q1(s_t, a_t) - G_t)^2 + (Q2(s_t, a_t) - G_t)^2]
     L_V   = E[(V(s_t) - G_t)^2]
@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import torch
 
-from lmrl_ray.learners.bc import with_bc_term
-from lmrl_ray.learners.ops import gather_actions, masked_mean, token_cross_entropy
+from lmrl_ray.learners.guided import GuidedAlgorithm
+from lmrl_ray.learners.ops import (
+    gather_actions,
+    masked_mean,
+    return_to_go,
+    token_cross_entropy,
+)
 from lmrl_ray.models import ILQLHeads
 
 
@@ -52,26 +57,20 @@ def mc_loss(
     return loss, metrics
 
 
-class MCReturns:
+class MCReturns(GuidedAlgorithm):
     name = "mc"
-    decoding = "value-guided"
-
-    def __init__(self, config):
-        self.config = config
-
-    def make_heads(self, hidden_size: int, vocab_size: int) -> ILQLHeads:
-        return ILQLHeads(hidden_size, vocab_size, width=self.config.head_width or None)
 
     def loss(self, states, heads, batch):
         c = self.config
+        returns = return_to_go(batch.rewards, batch.dones, batch.next_step, gamma=c.gamma)  # (N,): G_t
         # The online heads only: MC never reads the targets while learning.
         h = heads.input_norm(states.hidden, states.tokens)  # (U, H): per distinct state
         q1, q2, v = heads.q1(h), heads.q2(h), heads.v(h)  # (U, V), (U, V), (U,)
         loss, metrics = mc_loss(
-            q1, q2, v[states.index], batch.returns, batch.actions, batch.action_mask,
+            q1, q2, v[states.index], returns, batch.actions, batch.action_mask,
             cql_weight=c.cql_weight, index=states.index,
         )
-        return with_bc_term(loss, metrics, states, batch, c.bc_weight)
+        return self.with_bc_term(loss, metrics, states, batch)
 
     def after_update(self, heads: ILQLHeads) -> None:
         heads.polyak_update(1.0)  # the decoder reads the target heads: keep them equal

@@ -23,11 +23,9 @@ adaptive coefficient of Ziegler et al. section 2.2.)
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from lmrl_ray.learners.ops import masked_mean, next_state_values
+from lmrl_ray.learners.ops import discounted_scan, masked_mean, next_state_values
 
 
 @torch.no_grad()
@@ -46,12 +44,7 @@ def gae(
 
     rewards, values (V(s_t)), dones (float or bool): (N,); next_step: (N,) long, the
     index of the following step or -1. Returns (advantages A, returns R = A + V), both
-    (N,) in the dtype of `values`, with no gradient.
-
-    The recursion runs by pointer doubling rather than a Python loop over steps: after
-    k rounds each step holds the sum of its next 2^k discounted residuals, the product
-    of their discounts and the step 2^k ahead, so ceil(log2(longest chain)) rounds of
-    (N,) gathers finish it. It needs chains that end (next_step need not point forward).
+    (N,) in the dtype of `values`, with no gradient: a `discounted_scan` of the residuals.
     """
     N = values.shape[0]
     if not (rewards.shape == values.shape == next_step.shape == dones.shape == (N,)):
@@ -59,31 +52,11 @@ def gae(
             f"gae: rewards, values, next_step, dones must all be (N,), got {tuple(rewards.shape)}, "
             f"{tuple(values.shape)}, {tuple(next_step.shape)}, {tuple(dones.shape)}"
         )
-    if N and int(next_step.max()) >= N:
-        raise ValueError(f"gae: next_step points past the {N} steps")
-    # The doubling adds the residuals in another order than the recursion; float64 keeps
-    # the result equal to the recursion's to float32 rounding.
     v_t = values.detach().double()  # (N,): V(s_t)
-    r_t = rewards.detach().double()  # (N,)
     not_done = 1.0 - dones.detach().double()  # (N,): 1 - done_t
     v_tp1 = next_state_values(v_t, next_step)  # (N,): V(s_{t+1}), 0 where next_step == -1
-    delta = r_t + gamma * not_done * v_tp1 - v_t  # (N,)
-    c = gamma * lam * not_done * (next_step >= 0)  # (N,): the discount from A_{t+1} to A_t
-
-    # Index N is a sentinel step past every chain's end: A = 0, c = 0, points to itself.
-    sentinel = torch.full((1,), N, dtype=torch.long, device=next_step.device)
-    ahead = torch.cat([torch.where(c != 0, next_step, N), sentinel])  # (N + 1,): step 2^k ahead
-    adv = torch.cat([delta, delta.new_zeros(1)])  # (N + 1,): sum of the next 2^k terms
-    disc = torch.cat([c, c.new_zeros(1)])  # (N + 1,): product of their discounts
-    for _ in range(max(1, math.ceil(math.log2(N + 1))) + 1):
-        if not bool((ahead[:N] < N).any()):
-            break
-        adv = adv + disc * adv[ahead]  # uses the old disc and ahead: update adv first
-        disc = disc * disc[ahead]
-        ahead = ahead[ahead]
-    else:
-        raise ValueError("gae: next_step has a cycle (a chain longer than the batch)")
-    advantages = adv[:N]
+    delta = rewards.detach().double() + gamma * not_done * v_tp1 - v_t  # (N,)
+    advantages = discounted_scan(delta, gamma * lam * not_done, next_step)  # (N,): A_t
     returns = advantages + v_t
     return advantages.to(values.dtype), returns.to(values.dtype)
 

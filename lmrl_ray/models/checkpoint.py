@@ -10,56 +10,32 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 
+from lmrl_ray.io import write_atomically
 from lmrl_ray.models.heads import HEADS_FILE, save_heads
+from lmrl_ray.models.tiny import TINY, build_tiny
 from lmrl_ray.models.tokenizer import newline_id
 
 logger = logging.getLogger(__name__)
 
-TINY = "tiny"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def write_folder_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp)` on a fresh temporary sibling of `path`, then rename it to `path`.
-
-    An existing `path` is replaced only once the new folder is complete: it is moved
-    aside, the new one renamed in, the old one deleted (readers see the old folder, then
-    briefly none, then the new one; never a partial one). A failed write leaves `path`
-    untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private (0700); a checkpoint is not
-        write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
-            os.rename(path, old)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                os.rename(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def save_checkpoint(
@@ -86,7 +62,7 @@ def save_checkpoint(
         if pickled:
             raise RuntimeError(f"save_pretrained wrote pickle file(s) {', '.join(pickled)}; checkpoints are safetensors only")
 
-    return write_folder_atomically(path, write)
+    return write_atomically(path, write, folder=True)
 
 
 def _is_causal_lm(config) -> bool:
@@ -163,8 +139,6 @@ def load_policy(
     `input_ids == pad_token_id`. The newline must be one token (`newline_id`).
     """
     if isinstance(model, str) and model == TINY:
-        from lmrl_ray.models.tiny import build_tiny  # imports this module and the environments
-
         path = build_tiny()
     else:
         path = Path(model).expanduser()

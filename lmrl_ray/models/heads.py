@@ -22,6 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lmrl_ray.io import write_atomically
+
 HEADS_FILE = "heads.safetensors"
 
 
@@ -36,7 +38,8 @@ class ValueHead(nn.Module):
 
     def __init__(self, hidden_size: int, *, width: int | None = None):
         super().__init__()
-        self.mlp = mlp(hidden_size, 1, width or hidden_size)
+        self.width = width or hidden_size
+        self.mlp = mlp(hidden_size, 1, self.width)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.mlp(hidden).squeeze(-1)  # (B, T, H) -> (B, T)
@@ -122,7 +125,7 @@ class ILQLHeads(nn.Module):
 
     def __init__(self, hidden_size: int, vocab_size: int, *, width: int | None = None):
         super().__init__()
-        width = width or hidden_size
+        self.width = width = width or hidden_size
         self.q1 = mlp(hidden_size, vocab_size, width)
         self.q2 = mlp(hidden_size, vocab_size, width)
         self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
@@ -157,16 +160,8 @@ class ILQLHeads(nn.Module):
 def save_heads(heads: nn.Module, path: str | os.PathLike) -> Path:
     """Write the state of `heads` to the safetensors file `path` (atomically: a temporary
     file renamed into place); the module's class name goes in the file's metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in heads.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, tmp, metadata={"class": type(heads).__name__})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={"class": type(heads).__name__}))
 
 
 def load_heads(path: str | os.PathLike, heads: nn.Module) -> nn.Module:

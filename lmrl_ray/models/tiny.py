@@ -35,11 +35,13 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from lmrl_ray import envs
 from lmrl_ray.data.datagen import generate_episodes
 from lmrl_ray.data.schema import transcript_of
-from lmrl_ray.models.checkpoint import TINY, write_folder_atomically
+from lmrl_ray.io import write_atomically
 from lmrl_ray.models.tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
 
+TINY = "tiny"
+"""The name that stands for the embedded default model wherever a model folder is taken."""
 CACHE_ENV = "LMRL_RAY_CACHE"
 BUILD_FILE = "build.json"
 # Bump when the build code changes what it produces (corpus rendering, tokenizer
@@ -146,7 +148,7 @@ def _build(recipe: TinyRecipe, folder: Path) -> None:
         }
         (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
-    write_folder_atomically(folder, write)
+    write_atomically(folder, write, folder=True)
     logger.info(
         "built the tiny model in %s: corpus of %d lines (%.1f s), %.1f s in all",
         folder, len(lines), corpus_seconds, time.perf_counter() - started,

@@ -1,0 +1,27 @@
+"""Car Dealer (`car-dealer`): the agent sells a car to a simulated buyer with a hidden persona.
+
+The pieces, bottom up: `catalog` (cars, MSRP ranges, feature prices), `persona` (the
+buyer's secret and what it will pay), `reader` (the seller's text as a move),
+`phrasing` (the buyer's words), `buyer` (the grounded simulator), `env` (the task) and
+`sellers` (the scripted policies).
+"""
+
+from lmrl_ray.envs.car_dealer.buyer import GroundedBuyer, Outcome
+from lmrl_ray.envs.car_dealer.catalog import Catalog, catalog
+from lmrl_ray.envs.car_dealer.env import CarDealerEnv, sale_reward
+from lmrl_ray.envs.car_dealer.persona import Persona, draw_persona
+from lmrl_ray.envs.car_dealer.sellers import ExpertSeller, RandomSeller, SellerMixture
+
+__all__ = [
+    "CarDealerEnv",
+    "Catalog",
+    "ExpertSeller",
+    "GroundedBuyer",
+    "Outcome",
+    "Persona",
+    "RandomSeller",
+    "SellerMixture",
+    "catalog",
+    "draw_persona",
+    "sale_reward",
+]
