@@ -55,14 +55,14 @@ def log_scalars(writer, metrics: dict[str, float], step: int) -> None:
         writer.add_scalar(key, value, step)
 
 
-def save_checkpoint(group: LearnerGroup, out: Path, step: int, driver_state: dict, keep: int) -> None:
+def save_and_prune(group: LearnerGroup, out: Path, step: int, driver_state: dict, keep: int) -> None:
     """The group's checkpoint of `step` under `out`; only the newest `keep` stay."""
     group.save(step_dir(out, step), driver_state=driver_state)
     for old in list_checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def start(out: Path, resume: bool) -> Path | None:
+def resume_point(out: Path, resume: bool) -> Path | None:
     """The checkpoint a run folder resumes from (None: a fresh run); a run folder with
     checkpoints is an error unless resuming."""
     existing = list_checkpoints(out)
@@ -83,7 +83,7 @@ def train_offline(config: OfflineConfig, *, data: str | os.PathLike, out: str | 
     from tqdm import tqdm
 
     out = Path(out)
-    checkpoint = start(out, resume)
+    checkpoint = resume_point(out, resume)
     group = LearnerGroup(config, data)
     try:
         first = 0
@@ -103,7 +103,7 @@ def train_offline(config: OfflineConfig, *, data: str | os.PathLike, out: str | 
                 log_scalars(writer, metrics, done)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items() if k.endswith("loss")})
             if done % config.common.checkpoint_every_updates == 0 or done == config.updates:
-                save_checkpoint(group, out, done, {"update": done}, config.common.keep_checkpoints)
+                save_and_prune(group, out, done, {"update": done}, config.common.keep_checkpoints)
         writer.close()
         final = list_checkpoints(out)
         return {"checkpoint": str(final[-1]) if final else None, "updates": config.updates, "metrics": metrics,

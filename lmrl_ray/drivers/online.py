@@ -35,7 +35,7 @@ from lmrl_ray.cluster import init_ray
 from lmrl_ray.data.schema import POLICY_VERSION, RETURN, SUCCESS, to_table
 from lmrl_ray.data.store import ReplayStore
 from lmrl_ray.drivers.evaluation import play_evaluation, simulator_served
-from lmrl_ray.drivers.offline import log_scalars, save_checkpoint, start
+from lmrl_ray.drivers.offline import log_scalars, resume_point, save_and_prune
 from lmrl_ray.engines.base import SamplingParams
 from lmrl_ray.engines.factory import make_engine
 from lmrl_ray.learners.checkpoint import list_checkpoints
@@ -135,7 +135,7 @@ def train_online(config: OnlineConfig, *, out: str | os.PathLike, data: str | os
     from tqdm import tqdm
 
     out = Path(out)
-    checkpoint = start(out, resume)
+    checkpoint = resume_point(out, resume)
     c, r = config.common, config.rollouts
     store = ReplayStore.create(out / "trajectories")
     with ExitStack() as stack:
@@ -176,7 +176,7 @@ def train_online(config: OnlineConfig, *, out: str | os.PathLike, data: str | os
             log_scalars(writer, metrics, done)
             bar.set_postfix({"return": f"{metrics['rollout/return_mean']:.3g}"})
             if done % c.checkpoint_every_updates == 0 or done == config.iterations:
-                save_checkpoint(learners, out, done, {"iteration": done}, c.keep_checkpoints)
+                save_and_prune(learners, out, done, {"iteration": done}, c.keep_checkpoints)
         writer.close()
     final = list_checkpoints(out)
     return {"checkpoint": str(final[-1]) if final else None, "iterations": config.iterations,

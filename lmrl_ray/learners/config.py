@@ -377,8 +377,6 @@ class OnlineFilteredBCConfig(OnlineConfig):
 TrainConfig = BCConfig | FilteredBCConfig | MCConfig | ILQLConfig | PPOConfig | OnlineFilteredBCConfig
 CONFIGS: dict[str, type] = {c.name: c for c in TrainConfig.__args__}
 ALGOS = tuple(CONFIGS)
-OFFLINE_ALGOS = tuple(name for name, c in CONFIGS.items() if not c.online)
-ONLINE_ALGOS = tuple(name for name, c in CONFIGS.items() if c.online)
 
 
 # -- Flat keys, files and overrides -------------------------------------------------------
@@ -436,7 +434,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def read_file(path: str | Path) -> dict[str, Any]:
+def _read_file(path: str | Path) -> dict[str, Any]:
     """The mapping of keys to values in the YAML file `path`."""
     path = Path(path)
     try:
@@ -452,11 +450,11 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-TYRO_MARKERS = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
+_TYRO_MARKERS = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
 """How tyro reads a config: flat `--key value` arguments, booleans as True/False."""
 
 
-def as_arguments(values: dict[str, Any]) -> list[str]:
+def _as_arguments(values: dict[str, Any]) -> list[str]:
     """`{"lr": 0.001, "freeze_lm": True}` -> ["--lr", "0.001", "--freeze_lm", "True"]: values
     as tyro reads them (it parses and checks each against its field's type)."""
     args: list[str] = []
@@ -472,7 +470,7 @@ def load_config(algo: str, *, file: str | Path | None = None, overrides: Sequenc
     (what the command line's own flags set; None is left out). Raises ValueError naming
     what is wrong."""
     cls = config_class(algo)
-    from_file = read_file(file) if file is not None else {}
+    from_file = _read_file(file) if file is not None else {}
     _check_keys(cls, from_file, f"config file {str(file)!r}")
     values = {**from_file, **parse_overrides(overrides)}
     values.update({k: v for k, v in fixed.items() if v is not None})
@@ -481,7 +479,7 @@ def load_config(algo: str, *, file: str | Path | None = None, overrides: Sequenc
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            return tyro.cli(cls, args=[*as_arguments(values), *arguments], config=TYRO_MARKERS, use_underscores=True)
+            return tyro.cli(cls, args=[*_as_arguments(values), *arguments], config=_TYRO_MARKERS, use_underscores=True)
     except SystemExit:
         raise ValueError(f"config of {algo}: {_tyro_message(captured.getvalue())}") from None
 
@@ -504,7 +502,7 @@ def print_help(algo: str, prog: str, *, verbose: bool = False) -> None:
     """Print the keys of `algo`'s config with their defaults (`verbose`: and their
     documentation)."""
     try:
-        tyro.cli(config_class(algo), args=["--help"], config=TYRO_MARKERS, use_underscores=True, prog=prog,
+        tyro.cli(config_class(algo), args=["--help"], config=_TYRO_MARKERS, use_underscores=True, prog=prog,
                  compact_help=not verbose)
     except SystemExit:  # tyro exits after printing help
         pass
