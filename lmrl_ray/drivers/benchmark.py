@@ -34,7 +34,7 @@ from typing import Sequence
 
 from lmrl_ray import envs
 from lmrl_ray.data.datagen import PAPER_TABLE_1
-from lmrl_ray.drivers.report import write_report
+from lmrl_ray.drivers.report import TASK_MEASURES, write_report
 from lmrl_ray.io import write_atomically
 from lmrl_ray.learners.config import (
     ALGOS,
@@ -141,6 +141,7 @@ def run_cell(cell: Cell, *, data: str, out: str, preset: Preset, model: str, ove
         "task": cell.task, "algo": cell.algo, "seed": cell.seed,
         **{k: result[k] for k in ("mean_return", "ci95", "success_rate", "mean_turns", "normalised_paper",
                                   "normalised_ours", "episodes", "decoding")},
+        **{k: result[k] for k in TASK_MEASURES if k in result},
         "checkpoint": str(checkpoint), "seconds": time.perf_counter() - started,
     }
     return _save_cell(out, cell, row)

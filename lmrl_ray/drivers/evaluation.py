@@ -35,7 +35,13 @@ from lmrl_ray.engines.factory import (
     select_engine_kind,
     vllm_installed,
 )
-from lmrl_ray.envs.protocol import evaluation_options, scores
+from lmrl_ray.envs.protocol import (
+    MOVE_ACCURACY_TASKS,
+    episode_metrics,
+    evaluation_options,
+    move_probes,
+    scores,
+)
 from lmrl_ray.learners.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -139,6 +145,15 @@ def simulator_served(task: str, env_settings: dict | None, replicas: int, *, cpu
             pool.shutdown()
 
 
+def move_accuracy(engine: Engine, task: str) -> float:
+    """The share of the maze's open cells (the goal's aside) where the policy's likeliest
+    move, re-ranked over the four (`Engine.choose`, value-guided where the engine is), is
+    one that starts a shortest path to the goal (`envs.protocol.move_probes`)."""
+    probes = move_probes(task)
+    choices = engine.choose([prompt for prompt, _, _ in probes], [moves for _, moves, _ in probes])
+    return sum(moves[k] in best for (_, moves, best), k in zip(probes, choices)) / len(probes)
+
+
 def play_evaluation(task: str, engine, episodes: int, *, seed: int, sampling: SamplingParams, **worker_kwargs) -> list[dict]:
     """The rows of `episodes` evaluation episodes of `task` (`envs.protocol.evaluation_options`)
     played by `engine` (an engine, a pool, or a factory per worker) at `sampling`.
@@ -184,7 +199,9 @@ def evaluate_checkpoint(
     std_return, success_rate, mean_turns, normalised_paper, normalised_ours, decoding,
     value_guided, beta, temperature, seed, engine (the back end that ran: "hf" or "vllm";
     with workers, the kind asked for), seconds, simulator (the env setting or None),
-    simulator_replicas (and simulator_hash under an LM simulator; rows, out).
+    simulator_replicas (and simulator_hash under an LM simulator; rows, out); and the
+    task's own metrics: move_accuracy (maze, maze-po), win_rate, draw_rate, loss_rate,
+    illegal_move_rate and mean_game_turns (chess, endgames).
     """
     started = time.perf_counter()
     folder = resolve_checkpoint(path)
@@ -214,6 +231,7 @@ def evaluate_checkpoint(
         "checkpoint": str(folder),
         "step": meta.step,
         **scores(task, summary),
+        **episode_metrics(task, rows),
         "decoding": decoding,
         "value_guided": value_guided,
         "beta": (meta.beta if beta is None else beta) if value_guided else None,
@@ -226,6 +244,8 @@ def evaluate_checkpoint(
     }
     if result["simulator"] == "lm":
         result["simulator_hash"] = weights_hash(env_settings["simulator_model"])
+    if task in MOVE_ACCURACY_TASKS:
+        result["move_accuracy"] = move_accuracy(engine_or_factory if num_workers == 0 else factory(), task)
     if out is not None:
         from lmrl_ray.data.schema import to_table
         from lmrl_ray.data.store import ReplayStore

@@ -1,8 +1,9 @@
 """The benchmark table: cells of (task, algorithm, seed) summarised over seeds.
 
 A *cell* is one training run's evaluation, a dict with at least `task`, `algo`, `seed`
-and `mean_return`, and where known `success_rate`, `normalised_paper` and
-`normalised_ours` (what `evaluation.evaluate_checkpoint` returns, plus the seed). Every
+and `mean_return`, and where known `success_rate`, `normalised_paper`,
+`normalised_ours` and the task's own metrics (what `evaluation.evaluate_checkpoint`
+returns, plus the seed). Every
 (task, algorithm) row of the table is the mean over its seeds with a 95% confidence
 interval (Student's t, n - 1 degrees of freedom; none from a single seed), of the raw
 return and of both normalised scores. A normalised score is piecewise linear and clipped,
@@ -23,8 +24,12 @@ from typing import Iterable, Sequence
 from lmrl_ray.io import write_atomically
 from lmrl_ray.stats import mean_ci
 
-MEASURES = ("mean_return", "success_rate", "normalised_paper", "normalised_ours")
+# The tasks' own metrics (`envs.protocol`): maze move accuracy; chess and endgame outcomes.
+TASK_MEASURES = ("move_accuracy", "win_rate", "draw_rate", "loss_rate", "illegal_move_rate")
+MEASURES = ("mean_return", "success_rate", "normalised_paper", "normalised_ours", *TASK_MEASURES)
 CELL_FIELDS = ("task", "algo", "seed", *MEASURES)
+_SHORT = {"move_accuracy": "move acc.", "win_rate": "won", "draw_rate": "drawn", "loss_rate": "lost",
+          "illegal_move_rate": "illegal moves"}
 REQUIRED = ("task", "algo", "seed", "mean_return")
 
 
@@ -64,17 +69,19 @@ def _fmt(value, ci=None, digits: int = 2) -> str:
 
 
 def markdown(rows: Sequence[dict]) -> str:
-    """The summary as a markdown table: mean ± 95% half-width over seeds."""
+    """The summary as a markdown table: mean ± 95% half-width over seeds, and each task's
+    own metrics where it has them."""
     lines = [
-        "| task | algorithm | seeds | return | success | normalised (paper) | normalised (ours) |",
-        "|---|---|---|---|---|---|---|",
+        "| task | algorithm | seeds | return | success | normalised (paper) | normalised (ours) | task metrics |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        own = "; ".join(f"{_SHORT[m]} {_fmt(r[m], r[f'{m}_ci95'])}" for m in TASK_MEASURES if r.get(m) is not None)
         lines.append(
             f"| {r['task']} | {r['algo']} | {r['seeds']} | {_fmt(r['mean_return'], r['mean_return_ci95'])} "
             f"| {_fmt(r['success_rate'], r['success_rate_ci95'])} "
             f"| {_fmt(r['normalised_paper'], r['normalised_paper_ci95'], 1)} "
-            f"| {_fmt(r['normalised_ours'], r['normalised_ours_ci95'], 1)} |"
+            f"| {_fmt(r['normalised_ours'], r['normalised_ours_ci95'], 1)} | {own or '-'} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ never draws, and the options follow the paper's protocol where it has one.
 from __future__ import annotations
 
 from lmrl_ray import envs
+from lmrl_ray.envs.base import AGENT
 from lmrl_ray.envs.play import episode_seed
 from lmrl_ray.stats import Summary, normalised_score
 
@@ -59,4 +60,76 @@ def scores(task: str, summary: Summary) -> dict:
         "mean_turns": summary.mean_turns,
         "normalised_paper": normalised_score(summary.mean_return, spec.paper_min, spec.paper_avg, spec.paper_max),
         "normalised_ours": normalised_score(summary.mean_return, spec.paper_min, spec.our_avg, spec.our_max),
+    }
+
+
+# -- Each task's own metrics --------------------------------------------------------------
+
+MOVE_ACCURACY_TASKS = ("maze", "maze-po")
+CHESS_TASKS = ("chess", "endgames")
+
+
+def move_probes(task: str) -> list[tuple[str, list[str], set[str]]]:
+    """The maze's move-accuracy probes (the original's maze evaluations,
+    `llm_rl_scripts/maze/env/maze_utils.py: compute_move_accuracy`): for every open cell
+    but the goal, the policy's prompt at the start of an episode there, the four moves,
+    and the moves that begin a shortest path to the goal (a tie lets several count)."""
+    from lmrl_ray.envs.maze import ACTIONS, distances, move
+
+    if task not in MOVE_ACCURACY_TASKS:
+        raise ValueError(f"move accuracy is a metric of {', '.join(MOVE_ACCURACY_TASKS)}, not of {task!r}")
+    dist = distances()
+    env = envs.make(task)
+    probes = []
+    try:
+        for start in sorted(dist):
+            if dist[start] == 0:
+                continue
+            env.reset(seed=0, options={"start": start})
+            best = {a for a in ACTIONS if dist.get(move(start, a), -1) == dist[start] - 1}
+            probes.append((env.prompt(), list(ACTIONS), best))
+    finally:
+        env.close()
+    return probes
+
+
+def chess_outcome(row: dict) -> tuple[str, int, int]:
+    """(outcome, agent turns, illegal moves) of a stored chess or endgame episode, read
+    from its boards (every observation is the spaced FEN): "win" or "loss" by checkmate,
+    "draw" (stalemate, the 75-move rule, fivefold repetition, insufficient material), or
+    "unfinished" at the turn cap. An agent turn that left the board as it was is an
+    illegal move (the game goes on)."""
+    import chess
+
+    from lmrl_ray.envs.chess_game import unspaced
+
+    boards = [unspaced(t["text"]) for t in row["turns"] if t["role"] != AGENT]
+    illegal = sum(before == after for before, after in zip(boards, boards[1:]))
+    outcome = chess.Board(boards[-1]).outcome()  # as the environment ends a game
+    position = boards[-1].rsplit(" ", 2)[0]  # a FEN without its move counters
+    if outcome is None and sum(b.rsplit(" ", 2)[0] == position for b in boards) >= 5:
+        result = "draw"  # fivefold repetition, which one board alone cannot show
+    elif outcome is None:
+        result = "unfinished"
+    elif outcome.winner is None:
+        result = "draw"
+    else:
+        result = "win" if outcome.winner == chess.WHITE else "loss"
+    return result, len(boards) - 1, illegal
+
+
+def episode_metrics(task: str, rows: list[dict]) -> dict[str, float]:
+    """A task's own metrics over evaluation episodes, beside the returns: for chess and
+    endgames the win, draw and loss rates, the share of illegal agent moves and the
+    mean game length in agent turns (the original's chess evaluations); none elsewhere."""
+    if task not in CHESS_TASKS or not rows:
+        return {}
+    outcomes = [chess_outcome(r) for r in rows]
+    n, turns = len(outcomes), sum(t for _, t, _ in outcomes)
+    return {
+        "win_rate": sum(o == "win" for o, _, _ in outcomes) / n,
+        "draw_rate": sum(o == "draw" for o, _, _ in outcomes) / n,
+        "loss_rate": sum(o == "loss" for o, _, _ in outcomes) / n,
+        "illegal_move_rate": sum(i for _, _, i in outcomes) / max(turns, 1),
+        "mean_game_turns": turns / n,
     }

@@ -164,3 +164,17 @@ def test_every_task_has_our_constants():
         spec = envs.spec(name)
         assert spec.paper_min is not None and spec.our_avg is not None and spec.our_max is not None
         assert spec.paper_min < spec.our_avg < spec.our_max
+
+
+def test_maze_evaluations_report_move_accuracy_by_the_policys_likeliest_move(guided):
+    """Move accuracy: the share of the 25 starts where the engine's re-ranked move is a
+    shortest-path move, the same engine `evaluate_checkpoint` plays with."""
+    from lmrl_ray.envs.protocol import move_probes
+
+    result = evaluate_checkpoint(guided, task="maze", episodes=1, decoding="rerank", env_settings={"max_moves": 2})
+    probes = move_probes("maze")
+    engine = checkpoint_engine(guided, engine="hf", device="cpu")
+    choices = engine.choose([p for p, _, _ in probes], [m for _, m, _ in probes])
+    by_hand = sum(m[k] in best for (_, m, best), k in zip(probes, choices)) / 25
+    assert result["move_accuracy"] == pytest.approx(by_hand) and 0.0 <= by_hand <= 1.0
+    assert "move_accuracy" not in evaluate_checkpoint(guided, **FAST)  # Wordle has none

@@ -12,9 +12,9 @@ from lmrl_ray.drivers.report import mean_ci, summarise, write_report
 # 2 tasks x 2 algorithms x 2 seeds, plus a third seed for one cell.
 CELLS = [
     {"task": "maze", "algo": "bc", "seed": 0, "mean_return": -80.0, "success_rate": 0.3,
-     "normalised_paper": 40.0, "normalised_ours": 45.0},
+     "normalised_paper": 40.0, "normalised_ours": 45.0, "move_accuracy": 0.5},
     {"task": "maze", "algo": "bc", "seed": 1, "mean_return": -70.0, "success_rate": 0.5,
-     "normalised_paper": 50.0, "normalised_ours": 55.0},
+     "normalised_paper": 50.0, "normalised_ours": 55.0, "move_accuracy": 0.7},
     {"task": "maze", "algo": "ilql", "seed": 0, "mean_return": -20.0, "success_rate": 0.9,
      "normalised_paper": 90.0, "normalised_ours": 95.0},
     {"task": "maze", "algo": "ilql", "seed": 1, "mean_return": -30.0, "success_rate": 0.8,
@@ -82,6 +82,7 @@ def test_write_report_writes_the_table_csv_and_plot(tmp_path):
     md = (out / "table.md").read_text()
     assert "| maze | bc | 2 | -75.00 ± 63.53 |" in md
     assert "| car-dealer | ilql | 1 | 0.70 |" in md  # one seed: no interval printed
+    assert md.count("move acc. 0.60 ± 1.27 |") == 1 and md.endswith("| - |\n")  # the maze's own metric
     png = (out / "table.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image

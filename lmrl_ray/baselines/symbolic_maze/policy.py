@@ -16,6 +16,7 @@ from lmrl_ray.baselines.symbolic_maze.env import (
     NUM_CELLS,
     TASK_NAME,
     SymbolicMazeEnv,
+    one_hot,
 )
 from lmrl_ray.envs.maze import ACTIONS, GOAL, OPEN, WALLS, distances, move
 from lmrl_ray.envs.protocol import evaluation_options, scores
@@ -61,7 +62,9 @@ def evaluate_symbolic(policy: Callable[[np.ndarray], int], episodes: int, seed: 
     from the text Maze's evaluation starts and seeds (`evaluation_options("maze", ...)`).
 
     Returns mean_return, ci95 (95% Student-t half-width), std_return, success_rate,
-    mean_turns, normalised_paper and normalised_ours (the Maze task's constants), episodes.
+    mean_turns, normalised_paper and normalised_ours (the Maze task's constants), episodes,
+    and move_accuracy: the share of the 25 starts where the policy's move begins a
+    shortest path to the goal (the text Maze's metric, `envs.protocol.move_probes`).
     """
     seeds, options = evaluation_options(TASK_NAME, episodes, seed)
     env = SymbolicMazeEnv()
@@ -76,4 +79,8 @@ def evaluate_symbolic(policy: Callable[[np.ndarray], int], episodes: int, seed: 
         returns.append(total)
         successes.append(info["success"])
         turns.append(env.moves)
-    return scores(TASK_NAME, summarize(returns, successes, turns))
+    dist = distances()
+    best = [cell for cell in OPEN if dist[cell] > 0
+            and dist[move(cell, ACTIONS[policy(one_hot(cell))])] == dist[cell] - 1]
+    accuracy = len(best) / sum(dist[cell] > 0 for cell in OPEN)
+    return {**scores(TASK_NAME, summarize(returns, successes, turns)), "move_accuracy": accuracy}

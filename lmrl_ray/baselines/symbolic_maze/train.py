@@ -287,6 +287,6 @@ def run_symbolic_cell(
     return {
         "task": TASK_NAME, "algo": f"symbolic-{algo}", "seed": seed,
         **{k: result[k] for k in ("mean_return", "ci95", "success_rate", "mean_turns", "normalised_paper",
-                                  "normalised_ours", "episodes")},
+                                  "normalised_ours", "episodes", "move_accuracy")},
         "decoding": "greedy", "checkpoint": trained.checkpoint, "seconds": time.perf_counter() - started,
     }
