@@ -39,7 +39,9 @@ def test_play_reads_moves_from_the_terminal():
     out = lmrl("play", "maze", "--seed", "3", stdin=moves)
     assert out.returncode == 0, out.stderr
     assert "reward -4 (invalid)" in out.stdout
-    assert "Episode over after 100 turns" in out.stdout
+    # 100 turns are played; the 101st is answered `Failure` (-1), as in the original.
+    assert "> Failure\n  reward -1" in out.stdout
+    assert "Episode over after 101 turns: return -104, no success." in out.stdout
 
 
 def test_unknown_task_is_refused_with_the_valid_names():

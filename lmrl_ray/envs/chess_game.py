@@ -21,7 +21,10 @@ Formats (the source's, LMRL-Gym `preprocess_state` / `preprocess_move`):
 Rewards: +1 for White's checkmating move (success), -1 when the opponent checkmates,
 -1 for an illegal or unreadable move (the board stays and the game goes on), 0 otherwise;
 stalemate, insufficient material, the 75-move rule and fivefold repetition end the game
-with 0. The cap counts every agent turn, invalid ones included.
+with 0. The cap is the source's: it counts every agent turn, invalid ones included, and
+ends the game after the turn that takes the count past `max_moves` = 400
+(`num_moves_made > max_moves`, llm_rl_scripts/chess/env/env.py:238-240). That 401st turn
+is played and scored like any other, so 401 illegal moves return -401, the paper's m.
 
 The opponent is our own seeded weakening of Stockfish, not its UCI_LimitStrength (whose
 random generator is seeded from the clock): Stockfish ranks its best `opponent_multipv`
@@ -269,10 +272,15 @@ class ChessEnv(TextEnv):
             (0 = always the best; 100 = a move 1 pawn worse is e times less likely).
             The default is what `temperature_for_elo` calls Elo 1350, the strength
             Stockfish 15.1 gave the source's opponent.
-        max_moves: agent turns per episode, invalid moves included (the paper's 400).
+        max_moves: the source's cap (400): the game ends after the agent turn that takes
+            the count of agent turns, invalid ones included, past it, so it lasts at most
+            max_moves + 1 turns (401, the paper's m = -401).
         stockfish_path: the engine binary; default `find_stockfish()`.
         """
-        super().__init__(max_agent_turns=max_moves, render_mode=render_mode)
+        if max_moves < 0:
+            raise ValueError(f"{self.task}: max_moves must be at least 0, got {max_moves}")
+        super().__init__(max_agent_turns=max_moves + 1, render_mode=render_mode)
+        self.max_moves = max_moves
         if opponent_nodes < 1 or opponent_multipv < 1 or opponent_temperature_cp < 0:
             raise ValueError(
                 f"{self.task}: need opponent_nodes >= 1, opponent_multipv >= 1 and opponent_temperature_cp >= 0; "

@@ -1,7 +1,9 @@
 """Chess endgames: mate a lone black king with K+Q, K+R, K+Q+R or K+R+R (LMRL-Gym).
 
 Everything but the start position is the chess task (`chess_game`): spaced FEN in,
-spaced SAN out, the same rewards and the same seeded Stockfish opponent. Black has only
+spaced SAN out, the same rewards, the same seeded Stockfish opponent and the same cap of
+401 agent turns (the source plays its evaluation positions in the full-game environment
+with its default max_moves=400: llm_rl_scripts/chess/env/env.py:273-278). Black has only
 its king, so a game ends in White's mate (+1), a draw (0: stalemate, the rook or queen
 lost to insufficient material, the 75-move rule), or the turn cap.
 

@@ -3,11 +3,18 @@
 A 10 x 13 grid with 26 open cells; the goal is fixed at (8, 6) and every other open cell
 is a start. Actions are exactly `move up|down|left|right`; a move into a wall leaves the
 position. Reward -1 per move, 0 for the move that reaches the goal (text `Success`),
--4 for an invalid action; after 100 agent turns the episode ends with `Failure`.
+-4 for an invalid action. As in the source, 100 agent turns (moves and invalid actions
+alike) are allowed and the 101st action, whatever it says, is answered with `Failure`
+and -1 (llm_rl_scripts/maze/env/env.py:164-165), so an episode that never arrives
+returns -101, the paper's minimum.
 
 Fully observed, the policy sees only the current observation, which states the goal,
 the position and the walls around it. Partially observed, an observation is only the
-walls sentence and the policy sees the last 40 turns.
+walls sentence and the policy sees the last 40 turns, invalid actions included. (The
+source's environment instead restarts the history from the new observation after an
+invalid action, env.py:179-180: a shortcut that is harmless in the fully observed task,
+whose view is one observation anyway, but erases what a partially observed agent knows
+of its position because of one bad word. We keep the window.)
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ ACTIONS = list(MOVES)
 STEP_REWARD = -1.0
 GOAL_REWARD = 0.0
 INVALID_REWARD = -4.0
+FAILURE_REWARD = -1.0  # the action after the last allowed turn, whatever it says
 MAX_MOVES = 100
 PO_WINDOW = 40
 
@@ -106,7 +114,16 @@ class MazeEnv(TextEnv):
     option_names = ("start",)
 
     def __init__(self, *, partially_observed: bool = False, max_moves: int = MAX_MOVES, render_mode: str | None = None):
-        super().__init__(max_agent_turns=max_moves, render_mode=render_mode)
+        """
+        partially_observed: observations are the walls sentence only, the view the last 40 turns.
+        max_moves: agent turns allowed (the source's `max_steps`, 100), invalid ones
+            included; the next action is answered with `Failure` and -1, so an episode
+            lasts at most max_moves + 1 agent turns.
+        """
+        if max_moves < 1:
+            raise ValueError(f"maze: max_moves must be at least 1, got {max_moves}")
+        super().__init__(max_agent_turns=max_moves + 1, render_mode=render_mode)
+        self.max_moves = max_moves
         self.partially_observed = partially_observed
         # What the policy sees: the current state, or the last 40 turns when partially observed.
         self.view = last_items(PO_WINDOW) if partially_observed else current_observation
@@ -123,6 +140,11 @@ class MazeEnv(TextEnv):
         return describe(start, self.partially_observed), {"position": start}
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        if self.agent_turns >= self.max_moves:
+            # The source checks the step count before it reads the action (env.py:164):
+            # the action is not played, even one that would reach the goal. The base
+            # class ends the episode here, as truncated (the turn cap).
+            return "Failure", FAILURE_REWARD, False, {"position": self.position}
         if action not in MOVES:
             return describe(self.position, self.partially_observed), INVALID_REWARD, False, {"invalid_action": True}
         self.position = move(self.position, action)
@@ -130,9 +152,6 @@ class MazeEnv(TextEnv):
         if self.position == GOAL:
             return "Success", GOAL_REWARD, True, {**info, "success": True}
         return describe(self.position, self.partially_observed), STEP_REWARD, False, info
-
-    def _truncation_observation(self, observation: str) -> str:
-        return "Failure"
 
     def legal_actions(self) -> list[str]:
         return list(ACTIONS)
@@ -249,7 +268,9 @@ def _expected_cost(belief: frozenset, action: str, depth: int) -> float:
 __all__ = [
     "ACTIONS",
     "BeliefPolicy",
+    "FAILURE_REWARD",
     "GOAL",
+    "MAX_MOVES",
     "MazeBehaviourPolicy",
     "MazeEnv",
     "ShortestPathPolicy",

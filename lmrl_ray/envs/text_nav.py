@@ -1,17 +1,23 @@
 """Text-Nav: carry the stale food from the living-room table to the kitchen fridge.
 
-A small text adventure of our own (the public LMRL-Gym Text-Nav does not run as
-committed). Three layers, top to bottom:
+Our own engine for the original's TextWorld game (`llm_rl_scripts/text_nav/env/` in
+LMRL-Gym, which does not run as committed). Three layers, top to bottom:
 
-- the *house*: plain data (rooms, doors, furniture, where things lie at the start),
-  exactly the house of TASKS.md;
+- the *house*: plain data (rooms, doors, furniture, where things lie at the start), as
+  the original's `make_game.py` builds it;
 - the *engine* (`House`): the rules. It lists the admissible commands together with
-  their effects, so a command is valid exactly when it is listed and nothing is parsed;
+  their effects, so nothing is parsed: a command is valid exactly when it is one of
+  them. The words are TextWorld's: `take X from Y`, `put X on table`, `insert X into
+  chest|fridge`, `take X` and `drop X` (the floor), `open`, `close`, `eat`, `go DIR`;
+  `examine X`, `look` and `inventory` are executable but not listed, as the original
+  filters them out of TextWorld's list (env.py:34-36);
 - the *environment* (`TextNavEnv`): goal, reward, observations and the view.
 
-Fully observed observations name the room and the inventory; partially observed ones
-omit both. Every observation ends with `Admissible commands: a, b, c`, the list that
-`legal_actions()` returns, in the same order.
+As in TextWorld, the room is described on arrival (and on `look`); any other command
+reports only its effect. Fully observed play adds the room's name to the description
+and the inventory to every observation; partially observed play omits both. Every
+observation ends with `Admissible commands: a, b, c`, the list that `legal_actions()`
+returns, sorted as TextWorld sorts it. Both views are the whole transcript.
 
     env = lmrl_ray.envs.make("text-nav")
     observation, info = env.reset(seed=0, options={"start_room": "kitchen"})
@@ -22,29 +28,23 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lmrl_ray.envs.base import (
-    ScriptedPolicy,
-    TextEnv,
-    Turn,
-    UniformLegalPolicy,
-    whole_transcript,
-)
+from lmrl_ray.envs.base import ScriptedPolicy, TextEnv, UniformLegalPolicy, whole_transcript
 
 __all__ = [
     "DOORS",
     "FURNITURE",
     "House",
     "ROOMS",
+    "START_ITEMS",
     "TextNavBehaviourPolicy",
     "TextNavEnv",
     "UniformLegalPolicy",
     "WalkthroughPolicy",
-    "goal_and_current_observation",
     "optimal_command",
 ]
 
@@ -56,7 +56,7 @@ OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
 
 # (room, direction, neighbour): the neighbour lies in that direction of the room, as
 # TASKS.md writes them ("bedroom-west-living room": the living room is west of the
-# bedroom). Each door is walked both ways; the way back is the opposite direction.
+# bedroom; make_game.py:42-49). Each door is walked both ways.
 DOORS = (
     ("bedroom", "west", "living room"),
     ("living room", "west", "dining room"),
@@ -71,8 +71,8 @@ DOORS = (
 
 @dataclass(frozen=True)
 class Furniture:
-    """A table (things go *on* it, always open) or a container (things go *in* it; it
-    opens and closes)."""
+    """A supporter (things go *on* it, always open) or a container (things go *in* it;
+    it opens and closes)."""
 
     name: str
     container: bool
@@ -81,8 +81,10 @@ class Furniture:
 TABLE = Furniture("table", container=False)
 CHEST = Furniture("chest", container=True)
 FRIDGE = Furniture("fridge", container=True)
+# Every room's floor: where `drop X` leaves a thing and `take X` picks it up again.
+FLOOR = Furniture("floor", container=False)
 
-# Room -> its furniture. Containers start closed.
+# Room -> its furniture (make_game.py:52-64). Containers start closed.
 FURNITURE = {
     "bedroom": (TABLE,),
     "living room": (TABLE,),
@@ -93,20 +95,24 @@ FURNITURE = {
 
 STALE_FOOD = "stale food"
 FRIDGE_KEY = ("kitchen", "fridge")
+# The three things of TextWorld's food type "f" (make_game.py:66-72): `eat X` once carried.
 EDIBLE = frozenset({STALE_FOOD, "fresh food", "fruit"})
 
-# Where the portable things lie at the start: (room, furniture name) -> things. The
-# placement is fixed (not seeded) so that only the start room varies between episodes,
-# as in the paper; the distractors spread over the three tables.
+# Where the portable things lie at the start, (room, furniture name) -> things, as
+# make_game.py:74-80 places them. Fixed: only the start room varies between episodes.
 START_ITEMS = {
-    ("living room", "table"): (STALE_FOOD, "plate"),
-    ("bedroom", "table"): ("coffee cup", "bowl"),
-    ("dining room", "table"): ("fresh food", "utensils", "fruit"),
+    ("living room", "table"): (STALE_FOOD, "fresh food"),
+    ("bedroom", "table"): ("bowl",),
+    ("dining room", "table"): ("coffee cup", "plate"),
+    ("office", "chest"): ("utensils",),
+    ("kitchen", "fridge"): ("fruit",),
 }
 
+# The original's objective (make_game.py:136-137), which leaves out that the fridge
+# must be closed; its win event needs it (make_game.py:93-97), so we say so.
 GOAL = (
-    "Your goal is to put the stale food from the living room table into the fridge in the "
-    "kitchen and close the fridge."
+    "Your objective is to put the stale food on the table in the living room into the fridge "
+    "in the kitchen and close the fridge."
 )
 
 
@@ -151,18 +157,24 @@ def _things(items: Sequence[str]) -> str:
     return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
+Effect = Callable[[], str]
+
+
 class House:
     """The state of one game and its rules.
 
-    `commands()` maps every admissible command to its effect; `do(command)` applies one
-    and returns the sentence that reports it. Furniture is keyed by (room, name) since
-    three rooms have a table.
+    `commands()` maps every admissible (listed) command to its effect and
+    `unlisted_commands()` the executable ones the list leaves out; `do(command)` applies
+    either and returns the text that reports it. Furniture is keyed by (room, name),
+    since three rooms have a table and every room a floor.
     """
 
-    def __init__(self, start_room: str):
+    def __init__(self, start_room: str, *, partially_observed: bool = False):
         self.room = start_room
+        self.partially_observed = partially_observed
         self.inventory: list[str] = []
         self.pieces = {(room, piece.name): piece for room, pieces in FURNITURE.items() for piece in pieces}
+        self.pieces.update({(room, FLOOR.name): FLOOR for room in ROOMS})
         self.contents = {key: list(START_ITEMS.get(key, ())) for key in self.pieces}
         self.open: set[tuple[str, str]] = set()
         self.stale_food_eaten = False
@@ -182,7 +194,7 @@ class House:
         return self.won or self.lost
 
     def where_is(self, item: str) -> tuple[str, str] | None:
-        """The (room, furniture) holding `item`; None when carried or eaten."""
+        """The (room, furniture) holding `item` (the floor counts); None when carried or eaten."""
         return next((key for key, items in self.contents.items() if item in items), None)
 
     def is_closed(self, key: tuple[str, str]) -> bool:
@@ -191,62 +203,85 @@ class House:
 
     # -- Commands -----------------------------------------------------------------
 
-    def _reachable(self, piece: Furniture) -> bool:
-        """Whether the things on or in `piece` (in this room) can be taken or added."""
-        return not self.is_closed((self.room, piece.name))
+    def _reachable_here(self) -> list[Furniture]:
+        """This room's furniture and floor whose things can be seen, taken and added."""
+        pieces = (*FURNITURE.get(self.room, ()), FLOOR)
+        return [piece for piece in pieces if not self.is_closed((self.room, piece.name))]
 
-    def commands(self) -> dict[str, Callable[[], str]]:
-        """Admissible command -> effect, in the order the observation lists them: moves,
-        take, put, open, close, eat. Empty once the game is over."""
+    def commands(self) -> dict[str, Effect]:
+        """Admissible command -> effect: what the observation lists, sorted (TextWorld
+        sorts its list, tw_inform7.py in microsoft/TextWorld). Empty once the game is over."""
         if self.over:
             return {}
-        found: dict[str, Callable[[], str]] = {}
+        found: dict[str, Effect] = {}
         for direction, neighbour in exits(self.room).items():
-            found[f"go {direction}"] = lambda d=direction, n=neighbour: self._go(d, n)
-        pieces = FURNITURE.get(self.room, ())
-        for piece in filter(self._reachable, pieces):
+            found[f"go {direction}"] = partial(self._go, direction, neighbour)
+        for piece in self._reachable_here():
             for item in self.contents[self.room, piece.name]:
-                found[f"take {item} from {piece.name}"] = lambda i=item, p=piece: self._take(i, p)
+                command = f"take {item}" if piece is FLOOR else f"take {item} from {piece.name}"
+                found[command] = partial(self._take, item, piece)
         for item in self.inventory:
-            for piece in filter(self._reachable, pieces):
-                found[f"put {item} {self._preposition(piece)} {piece.name}"] = lambda i=item, p=piece: self._put(i, p)
-        for piece in pieces:
+            found[f"drop {item}"] = partial(self._put, item, FLOOR)
+            for piece in self._reachable_here():
+                if piece is not FLOOR:
+                    command = f"insert {item} into {piece.name}" if piece.container else f"put {item} on {piece.name}"
+                    found[command] = partial(self._put, item, piece)
+            if item in EDIBLE:
+                found[f"eat {item}"] = partial(self._eat, item)
+        for piece in FURNITURE.get(self.room, ()):
             if piece.container:
                 verb = "close" if (self.room, piece.name) in self.open else "open"
-                found[f"{verb} {piece.name}"] = lambda v=verb, p=piece: self._open_or_close(v, p)
-        for item in self.inventory:
-            if item in EDIBLE:
-                found[f"eat {item}"] = lambda i=item: self._eat(i)
+                found[f"{verb} {piece.name}"] = partial(self._open_or_close, verb, piece)
+        return dict(sorted(found.items()))
+
+    def unlisted_commands(self) -> dict[str, Effect]:
+        """`look`, `inventory` and `examine X` for what is in sight or carried: the
+        commands that TextWorld admits and the original leaves off the list
+        (env.py:34-36). They change nothing."""
+        if self.over:
+            return {}
+        found: dict[str, Effect] = {"look": self.describe, "inventory": self.carrying}
+        for piece in FURNITURE.get(self.room, ()):
+            found[f"examine {piece.name}"] = partial(self._examine_piece, piece)
+        in_sight = [item for piece in self._reachable_here() for item in self.contents[self.room, piece.name]]
+        for item in in_sight + self.inventory:
+            found[f"examine {item}"] = partial(self._examine_item, item)
         return found
 
-    def do(self, command: str) -> str:
-        """Apply an admissible `command`; returns the sentence that reports it."""
-        return self.commands()[command]()
+    def executable(self) -> dict[str, Effect]:
+        """Every command that does something now: the listed ones and the unlisted."""
+        return {**self.commands(), **self.unlisted_commands()}
 
-    @staticmethod
-    def _preposition(piece: Furniture) -> str:
-        return "in" if piece.container else "on"
+    def do(self, command: str) -> str:
+        """Apply an executable `command`; returns the text that reports it."""
+        return self.executable()[command]()
 
     def _go(self, direction: str, neighbour: str) -> str:
         self.room = neighbour
-        return f"You go {direction}."
+        return f"You go {direction}. {self.describe()}"
 
     def _take(self, item: str, piece: Furniture) -> str:
         self.contents[self.room, piece.name].remove(item)
         self.inventory.append(item)
+        if piece is FLOOR:
+            return f"You pick up the {item} from the floor."
         return f"You take the {item} from the {piece.name}."
 
     def _put(self, item: str, piece: Furniture) -> str:
         self.inventory.remove(item)
         self.contents[self.room, piece.name].append(item)
-        return f"You put the {item} {self._preposition(piece)} the {piece.name}."
+        if piece is FLOOR:
+            return f"You drop the {item} on the floor."
+        return f"You put the {item} {'into' if piece.container else 'on'} the {piece.name}."
 
     def _open_or_close(self, verb: str, piece: Furniture) -> str:
-        if verb == "open":
-            self.open.add((self.room, piece.name))
-        else:
-            self.open.discard((self.room, piece.name))
-        return f"You {verb} the {piece.name}."
+        key = (self.room, piece.name)
+        if verb == "close":
+            self.open.discard(key)
+            return f"You close the {piece.name}."
+        self.open.add(key)
+        inside = self.contents[key]
+        return f"You open the {piece.name}, revealing {_things(inside)}." if inside else f"You open the {piece.name}. It is empty."
 
     def _eat(self, item: str) -> str:
         self.inventory.remove(item)
@@ -255,23 +290,41 @@ class House:
             return "You eat the stale food and feel sick. You failed."
         return f"You eat the {item}."
 
+    def _examine_piece(self, piece: Furniture) -> str:
+        key = (self.room, piece.name)
+        items = self.contents[key]
+        if not piece.container:
+            return f"On the {piece.name} you see {_things(items)}." if items else f"There is nothing on the {piece.name}."
+        if self.is_closed(key):
+            return f"The {piece.name} is closed."
+        return f"The {piece.name} is open and holds {_things(items)}." if items else f"The {piece.name} is open and empty."
+
+    @staticmethod
+    def _examine_item(item: str) -> str:
+        return f"You see nothing special about the {item}."
+
     # -- Description --------------------------------------------------------------
 
-    def describe(self, partially_observed: bool) -> str:
-        """What the player sees here: furniture and what is on or in it, the doors; the
-        room's name and the inventory only when fully observed."""
-        parts = [] if partially_observed else [f"You are in the {self.room}."]
+    def describe(self) -> str:
+        """The room as one sees it on arrival: furniture and what is on or in it, the
+        floor, the doors; its name only when fully observed."""
+        parts = [] if self.partially_observed else [f"You are in the {self.room}."]
         for piece in FURNITURE.get(self.room, ()):
             parts.append(self._describe_piece(piece))
+        on_floor = self.contents[self.room, FLOOR.name]
+        if on_floor:
+            parts.append(f"You see {_things(on_floor)} on the floor.")
         directions = list(exits(self.room))
         if len(directions) == 1:
             parts.append(f"There is a door to the {directions[0]}.")
         else:
             parts.append(f"There are doors to the {', '.join(directions[:-1])} and {directions[-1]}.")
-        if not partially_observed:
-            carried = _things(self.inventory) if self.inventory else "nothing"
-            parts.append(f"You are carrying {carried}.")
         return " ".join(parts)
+
+    def carrying(self) -> str:
+        """The inventory sentence (what `inventory` says; fully observed play adds it to
+        every observation, as the original's env.py:46-49 does)."""
+        return f"You are carrying {_things(self.inventory) if self.inventory else 'nothing'}."
 
     def _describe_piece(self, piece: Furniture) -> str:
         items = self.contents[self.room, piece.name]
@@ -286,40 +339,24 @@ class House:
 # -- The environment ---------------------------------------------------------------
 
 
-def goal_and_current_observation(transcript: Sequence[Turn]) -> list[Turn]:
-    """View of fully observed Text-Nav: the first turn and the latest observation.
-
-    A fully observed observation names the room, the inventory and what is in sight,
-    so the latest one carries the state; the goal is said only once, in the first
-    turn, so it is kept too. Anything shorter would drop either the goal or the state.
-    (What lies in other rooms, e.g. the stale food left on another table, is not in
-    the state text: "fully observed" means the paper's room name and inventory.)
-    """
-    if len(transcript) <= 1:
-        return list(transcript)
-    return [transcript[0], transcript[-1]]
-
-
 class TextNavEnv(TextEnv):
     """Put the stale food in the kitchen fridge and close it: reward 1, success.
 
-    Settings: `partially_observed` (omit the room name and inventory, and let the policy
-    read the whole transcript: it must remember where it has been), `max_steps` (the
-    turn cap, 15 as in the paper's data). Option `start_room` pins the start room; by
-    default it is drawn uniformly. Eating the stale food ends the episode as a failure.
-    An inadmissible command changes nothing and earns 0.
+    Settings: `partially_observed` (omit the room name and the inventory), `max_steps`
+    (the turn cap, 15 as in the paper's data). Option `start_room` pins the start room;
+    by default it is drawn uniformly. Eating the stale food ends the episode as a
+    failure. A command that is not executable changes nothing and earns 0. The policy
+    reads the whole transcript in both variants, as the original's data do
+    (dataset/utils.py:17-19 joins the whole history into every prompt).
     """
 
     task = "text-nav"
     option_names = ("start_room",)
-    view = staticmethod(goal_and_current_observation)
+    view = staticmethod(whole_transcript)
 
     def __init__(self, *, partially_observed: bool = False, max_steps: int = 15, render_mode: str | None = None):
         super().__init__(max_agent_turns=max_steps, render_mode=render_mode)
         self.partially_observed = partially_observed
-        if partially_observed:
-            # Without the room name the policy must remember its path, so it reads it all.
-            self.view = whole_transcript
         self.house: House | None = None
 
     def _reset(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -328,13 +365,14 @@ class TextNavEnv(TextEnv):
             start_room = self._rng_choice(ROOMS)
         elif start_room not in ROOMS:
             raise ValueError(f"{self.task}: unknown start_room {start_room!r}; valid rooms: {', '.join(ROOMS)}")
-        self.house = House(start_room)
-        return self._observation(GOAL), {"start_room": start_room}
+        self.house = House(start_room, partially_observed=self.partially_observed)
+        return self._observation(f"{GOAL} {self.house.describe()}"), {"start_room": start_room}
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        if action not in self.house.commands():
+        effect = self.house.executable().get(action)
+        if effect is None:
             return self._observation("I did not understand that command."), 0.0, False, {"invalid_action": True}
-        result = self.house.do(action)
+        result = effect()
         info: dict[str, Any] = {}
         if self.house.won:
             result += " The stale food is in the closed fridge. You succeeded."
@@ -343,9 +381,10 @@ class TextNavEnv(TextEnv):
         return self._observation(result), float(self.house.won), self.house.over, info
 
     def _observation(self, lead: str) -> str:
+        parts = [lead] if self.partially_observed else [lead, self.house.carrying()]
         commands = self.legal_actions()
-        listed = ", ".join(commands) if commands else "none"
-        return f"{lead} {self.house.describe(self.partially_observed)} Admissible commands: {listed}"
+        parts.append(f"Admissible commands: {', '.join(commands) if commands else 'none'}")
+        return " ".join(parts)
 
     def legal_actions(self) -> list[str] | None:
         return list(self.house.commands()) if self.house is not None else None
@@ -355,13 +394,14 @@ class TextNavEnv(TextEnv):
 
 
 def optimal_command(house: House) -> str:
-    """The next command of a shortest walkthrough from the current state: fetch the
-    stale food (opening its container if needed), carry it to the kitchen, open the
-    fridge, put it in, close the fridge."""
+    """The next command of a shortest walkthrough from the current state, in the
+    original's words (make_game.py:108-117): fetch the stale food (opening its
+    container if needed), carry it to the kitchen, open the fridge, insert it, close
+    the fridge."""
     if STALE_FOOD in house.inventory:
         if house.room != "kitchen":
             return f"go {first_step(house.room, 'kitchen')}"
-        return "open fridge" if house.is_closed(FRIDGE_KEY) else "put stale food in fridge"
+        return "open fridge" if house.is_closed(FRIDGE_KEY) else "insert stale food into fridge"
     room, piece = house.where_is(STALE_FOOD)
     if house.room != room:
         return f"go {first_step(house.room, room)}"
@@ -369,7 +409,7 @@ def optimal_command(house: House) -> str:
         return "close fridge"
     if house.is_closed((room, piece)):
         return f"open {piece}"
-    return f"take stale food from {piece}"
+    return "take stale food" if piece == FLOOR.name else f"take stale food from {piece}"
 
 
 class WalkthroughPolicy(ScriptedPolicy):
@@ -385,16 +425,17 @@ class TextNavBehaviourPolicy(ScriptedPolicy):
     draws one of the two. In its own rooms a policy still acts randomly with
     probability `random_prob` (reads the engine state).
 
-    The halves split the house into the east-west row from the bedroom to the kitchen,
-    which holds the whole living room -> kitchen route, and the rooms off it (office,
-    bathroom, garden, backyard). Of the 35 ways to halve the eight rooms, none puts the
-    mixture at the paper's 0.26 with `random_prob=0` (1,000 episodes each): a policy
-    that is random anywhere on that route almost never succeeds in 15 turns (mixtures
-    at 0.02 to 0.14), and one that owns the whole route almost always does (0.48 to
-    0.50). So the
-    corridor half does the work and `random_prob` tunes it: 0.33 gives a success rate
-    of 0.258 over 15,000 episodes (seeds 0-2) and 12.1 mean turns (paper: 0.26, 12.2).
-    The off-corridor policy alone never succeeded in those runs.
+    The halves are the original's (dataset/collect_data.py:65-68): the east-west row
+    from the bedroom to the kitchen, which holds the whole living room -> kitchen
+    route, and the rooms off it (office, bathroom, garden, backyard). The original
+    draws the row's policy a quarter of the time and acts optimally in its rooms only
+    one time in ten (collect_data.py:42); its script, run on our engine, lands far
+    below the paper's 0.26, so we draw the halves evenly and tune `random_prob`. No
+    split of the rooms reaches 0.26 with `random_prob=0`: a policy that is random
+    anywhere on the route almost never succeeds in 15 turns, one that owns the route
+    almost always does. With `random_prob=0.33` the mixture succeeds in 0.261 of 20,000
+    episodes (seed 0) in 12.5 mean turns (paper: 0.26, 12.2); the original's own mixture,
+    run on this engine, succeeds in 0.003.
     """
 
     HALVES = (

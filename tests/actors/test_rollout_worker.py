@@ -66,10 +66,10 @@ def test_one_engine_call_per_step_for_every_live_episode(engine):
     seeds, options = maze_episodes(6)
     worker = maze_worker(engine, num_envs=4)
     rows = worker.run(seeds, options)
-    # Every episode lasts 3 turns (the untrained model never reaches the goal in 3):
-    # episodes 0-3 take 3 batched steps, then 4-5 take 3 more.
-    assert [r["length"] for r in rows] == [3] * 6
-    assert worker.engine_calls == 6
+    # Every episode lasts 4 turns, 3 moves and the turn answered `Failure` (the untrained
+    # model never reaches the goal in 3): episodes 0-3 take 4 batched steps, then 4-5 take 4 more.
+    assert [r["length"] for r in rows] == [4] * 6
+    assert worker.engine_calls == 8
 
 
 def test_batched_greedy_rows_equal_one_env_at_a_time(engine):

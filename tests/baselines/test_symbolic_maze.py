@@ -42,11 +42,12 @@ def test_unpinned_reset_draws_the_text_envs_start_and_truncates_after_max_moves(
         assert sm.cell_of(symbolic.reset(seed=seed)[0]) == text.reset(seed=seed)[1]["position"]
     symbolic.reset(options={"start": (1, 1)})
     text.reset(options={"start": (1, 1)})
-    for move in range(MAX_MOVES):  # "up" from (1, 1) is a wall: never reaches the goal
+    for move in range(MAX_MOVES + 1):  # "up" from (1, 1) is a wall: never reaches the goal
         _, s_reward, s_term, s_trunc, info = symbolic.step(ACTIONS.index("move up"))
         _, t_reward, t_term, t_trunc, _ = text.step("move up")
-        assert (s_reward, s_term, s_trunc) == (t_reward, t_term, t_trunc) == (-1.0, False, move == MAX_MOVES - 1)
-    assert info["success"] is False
+        assert (s_reward, s_term, s_trunc) == (t_reward, t_term, t_trunc) == (-1.0, False, move == MAX_MOVES)
+    # The 101st action is the text task's Failure turn: -1, and a failed episode returns -101.
+    assert info["success"] is False and text.transcript[-1].text == "Failure" and text.episode_return == -101
     with pytest.raises(RuntimeError, match="episode is over"):
         symbolic.step(0)
     with pytest.raises(ValueError, match="valid starts"):
@@ -55,6 +56,21 @@ def test_unpinned_reset_draws_the_text_envs_start_and_truncates_after_max_moves(
     for action in (4, -1, 1.0, "move up"):
         with pytest.raises(ValueError, match="an action is an integer"):
             symbolic.step(action)
+
+
+def test_the_failure_turn_is_not_played_as_in_the_text_task():
+    symbolic = sm.SymbolicMazeEnv({"max_moves": 1})
+    text = MazeEnv(max_moves=1)
+    for env in (symbolic, text):
+        env.reset(options={"start": (7, 6)})
+    steps = [(ACTIONS.index("move left"), "move left"), (ACTIONS.index("move down"), "move down")]  # a wall, the goal
+    for a, action in steps:
+        obs, s_reward, s_term, s_trunc, s_info = symbolic.step(a)
+        _, t_reward, t_term, t_trunc, t_info = text.step(action)
+        assert (sm.cell_of(obs), s_reward, s_term, s_trunc) == (text.position, t_reward, t_term, t_trunc)
+    assert (sm.cell_of(obs), s_reward, s_trunc, s_info["success"]) == ((7, 6), -1.0, True, False)
+    with pytest.raises(RuntimeError, match="episode is over"):
+        symbolic.step(0)
 
 
 def test_optimal_return_is_the_normalisation_maximum():
@@ -211,7 +227,7 @@ def test_offline_cells_run_end_to_end(ray_local, maze_store, tmp_path, algo):
     row = sm.run_symbolic_cell(algo, 1, data=maze_store, eval_episodes=25, out=tmp_path, iterations=2)
     assert row["task"] == "maze" and row["algo"] == f"symbolic-{algo}" and row["seed"] == 1
     assert row["episodes"] == 25 and row["decoding"] == "greedy" and row["seconds"] > 0
-    assert -100 <= row["mean_return"] <= sm.OPTIMAL_MEAN_RETURN and 0 <= row["success_rate"] <= 1
+    assert -101 <= row["mean_return"] <= sm.OPTIMAL_MEAN_RETURN and 0 <= row["success_rate"] <= 1
     assert row["normalised_paper"] is not None and math.isfinite(row["ci95"])
     assert (tmp_path / "symbolic-maze" / sm.TRANSITIONS_FILE).exists()
     checkpoint = tmp_path / f"symbolic-{algo}-seed1"

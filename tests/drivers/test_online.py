@@ -98,7 +98,7 @@ def test_score_whitens_advantages_over_the_batch(maze_data):
 
 def test_ppo_from_bc_improves_fully_observed_maze(bc_checkpoint, tmp_path):
     config = load_config("ppo", task="maze", model=bc_checkpoint, overrides=[
-        "iterations=4", "episodes_per_iteration=32", "minibatches_per_epoch=2", "lr=1e-4",
+        "iterations=4", "episodes_per_iteration=32", "minibatches_per_epoch=2", "lr=3e-4",
         "checkpoint_every_updates=4",
     ])
     history = train_online(config, out=tmp_path / "ppo", progress=False)["history"]

@@ -149,14 +149,47 @@ def test_stalemate_ends_with_zero(chess_env):
 
 
 def test_turn_cap_counts_invalid_moves():
+    # The source ends the game after the turn that takes the count past max_moves.
     env = ChessEnv(max_moves=3)
     try:
         env.reset(seed=0)
-        results = [env.step("nonsense") for _ in range(3)]
-        assert [r[3] for r in results] == [False, False, True]
-        assert env.done and env.episode_return == -3.0
+        results = [env.step("nonsense") for _ in range(4)]
+        assert [r[3] for r in results] == [False, False, False, True]
+        assert env.done and env.episode_return == -4.0
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("which", ["chess", "endgames"])
+def test_the_401st_turn_is_scored_and_ends_the_game(which, chess_env, endgames_env):
+    """The source's cap (llm_rl_scripts/chess/env/env.py:238-240: `num_moves_made >
+    max_moves`, max_moves=400): 401 illegal moves return -401, the paper's m."""
+    env = chess_env if which == "chess" else endgames_env
+    obs, _ = env.reset(seed=0)
+    for _ in range(400):
+        _, reward, terminated, truncated, _ = env.step("nonsense")
+        assert (reward, terminated, truncated) == (-1.0, False, False)
+    after, reward, terminated, truncated, info = env.step("nonsense")
+    assert (after, reward, terminated, truncated, info["success"]) == (obs, -1.0, False, True, False)
+    assert env.done and env.agent_turns == 401 == env.max_agent_turns and env.episode_return == -401.0
+
+
+def test_the_last_turn_is_played_like_any_other():
+    env = ChessEnv(max_moves=1)
+    try:
+        env.reset(seed=0, options={"fen": BACK_RANK_MATE_IN_ONE})
+        env.step("nonsense")
+        _, reward, terminated, truncated, info = env.step("R a 8 #")  # the 2nd and last turn mates
+        assert (reward, terminated, truncated, info["success"]) == (1.0, True, False, True)
+        env.reset(seed=0)
+        env.step("e 4")
+        obs, reward, terminated, truncated, info = env.step("N f 3")  # legal: played, answered, then the cap
+        assert (reward, terminated, truncated) == (0.0, False, True) and info["opponent_move"]
+        assert len(env.board.move_stack) == 4 and chess.Board(unspaced(obs)).fullmove_number == 3
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="max_moves"):
+        ChessEnv(max_moves=-1)
 
 
 @pytest.mark.parametrize(

@@ -78,13 +78,60 @@ def test_reaching_the_goal_is_success_with_zero_reward():
     assert (obs, reward, terminated, truncated, info["success"]) == ("Success", 0, True, False, True)
 
 
-def test_failure_after_100_moves():
-    env = envs.make("maze")
-    env.reset(options={"start": (1, 1)})
-    for i in range(100):
+@pytest.mark.parametrize("task", ["maze", "maze-po"])
+def test_the_101st_action_is_answered_with_failure(task):
+    """The source allows 100 moves and answers the 101st action with `Failure` and -1
+    (llm_rl_scripts/maze/env/env.py:164-165): an agent that never arrives returns -101."""
+    env = envs.make(task)
+    start_text, _ = env.reset(options={"start": (1, 1)})
+    for _ in range(100):  # "up" from (1, 1) is a wall: never reaches the goal
         obs, reward, terminated, truncated, info = env.step("move up")
-    assert (obs, terminated, truncated, info["success"]) == ("Failure", False, True, False)
-    assert env.episode_return == -100
+        assert (obs, reward, terminated, truncated) == (start_text, -1, False, False)
+    obs, reward, terminated, truncated, info = env.step("move up")
+    assert (obs, reward, terminated, truncated, info["success"]) == ("Failure", -1, False, True, False)
+    assert env.episode_return == -101 == envs.spec(task).paper_min
+    assert env.agent_turns == 101 == env.max_agent_turns and env.transcript[-1].text == "Failure"
+
+
+def test_the_101st_action_is_not_played_even_onto_the_goal():
+    env = envs.make("maze")
+    env.reset(options={"start": (7, 6)})
+    for _ in range(100):
+        env.step("move left")  # a wall
+    obs, reward, terminated, truncated, info = env.step("move down")  # would reach the goal
+    assert (obs, reward, terminated, truncated, info["success"]) == ("Failure", -1, False, True, False)
+    assert env.position == (7, 6)
+
+
+def test_the_100th_move_may_still_reach_the_goal():
+    env = envs.make("maze")
+    env.reset(options={"start": (7, 6)})
+    for _ in range(99):
+        env.step("move left")
+    obs, reward, terminated, truncated, info = env.step("move down")
+    assert (obs, reward, terminated, truncated, info["success"]) == ("Success", 0, True, False, True)
+    assert env.episode_return == -99
+
+
+def test_invalid_actions_count_towards_the_100_and_the_101st_is_not_read():
+    env = envs.make("maze-po")
+    env.reset(options={"start": (5, 5)})
+    for _ in range(100):
+        _, reward, _, truncated, info = env.step("jump")
+        assert (reward, truncated, info["invalid_action"]) == (-4, False, True)
+    obs, reward, _, truncated, info = env.step("jump")
+    assert (obs, reward, truncated, info["invalid_action"]) == ("Failure", -1, True, False)
+    assert env.episode_return == -401  # below the paper's m = -101, which counts moves only
+
+
+def test_max_moves_setting_allows_that_many_turns_then_failure():
+    env = envs.make("maze", max_moves=3)
+    env.reset(options={"start": (1, 1)})
+    results = [env.step("move up") for _ in range(4)]
+    assert [r[1] for r in results] == [-1, -1, -1, -1] and [r[3] for r in results] == [False] * 3 + [True]
+    assert results[-1][0] == "Failure" and env.max_agent_turns == 4
+    with pytest.raises(ValueError, match="max_moves"):
+        envs.make("maze", max_moves=0)
 
 
 def test_partially_observed_view_is_the_last_40_turns():
@@ -98,6 +145,22 @@ def test_partially_observed_view_is_the_last_40_turns():
     full.reset(options={"start": (1, 1)})
     full.step("move right")
     assert full.view(full.transcript) == full.transcript[-1:]
+
+
+def test_partially_observed_window_survives_an_invalid_action():
+    """The source restarts the history from the new observation after an invalid action
+    (llm_rl_scripts/maze/env/env.py:179-180); we keep the 40-turn window (module docstring)."""
+    env = envs.make("maze-po")
+    env.reset(options={"start": (1, 1)})
+    env.step("move right")
+    env.step("go north")
+    assert [t.text for t in env.view(env.transcript)] == [
+        "There are walls to your left, above you, below you.",
+        "move right",
+        "There are walls above you, below you.",
+        "go north",
+        "There are walls above you, below you.",
+    ]
 
 
 def test_bad_start_option_names_the_valid_starts():

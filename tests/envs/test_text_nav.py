@@ -8,13 +8,13 @@ import pytest
 from lmrl_ray import envs
 from lmrl_ray.envs.base import AGENT, ENV
 from lmrl_ray.envs.play import play_episode, scripted_summary
-from lmrl_ray.envs.text_nav import DOORS, OPPOSITE, ROOMS, House, optimal_command
+from lmrl_ray.envs.text_nav import DOORS, OPPOSITE, ROOMS, START_ITEMS, House, optimal_command
 
 VARIANTS = ("text-nav", "text-nav-po")
 ADMISSIBLE = " Admissible commands: "
 
 # Walkthrough length by start room, counted by hand on the map: moves to the living
-# room, take, two moves west to the kitchen, open, put, close.
+# room, take, two moves west to the kitchen, open, insert, close.
 WALKTHROUGH_TURNS = {
     "living room": 0 + 6,
     "bedroom": 1 + 6,
@@ -24,6 +24,20 @@ WALKTHROUGH_TURNS = {
     "kitchen": 2 + 6,
     "garden": 3 + 6,
     "backyard": 3 + 6,
+}
+
+
+# The original's scripted walkthrough, room -> (commands without the stale food, with
+# it), copied as data from LMRL-Gym's llm_rl_scripts/text_nav/dataset/collect_data.py:9-18.
+ORIGINAL_WALKTHROUGH = {
+    "bedroom": (["go west"], ["go west"]),
+    "office": (["go north"], ["go north"]),
+    "bathroom": (["go north"], ["go north"]),
+    "living room": (["take stale food from table", "go west"], ["go west"]),
+    "kitchen": (["go east"], ["open fridge", "insert stale food into fridge", "close fridge"]),
+    "dining room": (["go east"], ["go west"]),
+    "garden": (["go south"], ["go south"]),
+    "backyard": (["go east"], ["go east"]),
 }
 
 
@@ -95,13 +109,29 @@ def test_door_graph_lays_out_on_a_grid():
 
 
 def test_start_layout():
+    # make_game.py:74-80: the fresh food lies beside the stale food; the chest and the
+    # fridge each hold one thing; the floors are bare.
     house = House("kitchen")
-    assert house.contents["living room", "table"][0] == "stale food"
+    assert house.contents["living room", "table"] == ["stale food", "fresh food"]
+    assert house.contents["bedroom", "table"] == ["bowl"]
+    assert house.contents["dining room", "table"] == ["coffee cup", "plate"]
+    assert house.contents["office", "chest"] == ["utensils"] and house.contents["kitchen", "fridge"] == ["fruit"]
+    assert all(house.contents[room, "floor"] == [] for room in ROOMS)
     carried = [item for items in house.contents.values() for item in items]
     assert sorted(carried) == sorted(["stale food", "fresh food", "bowl", "coffee cup", "plate", "utensils", "fruit"])
-    assert house.contents["office", "chest"] == [] and house.contents["kitchen", "fridge"] == []
+    assert {key: tuple(items) for key, items in house.contents.items() if items} == START_ITEMS
     assert house.is_closed(("office", "chest")) and house.is_closed(("kitchen", "fridge"))
-    assert set(House("bedroom").commands()) >= {"take coffee cup from table", "take bowl from table"}
+    assert set(House("bedroom").commands()) >= {"take bowl from table"}
+
+
+def test_fresh_food_lies_beside_the_stale_food():
+    env = envs.make("text-nav")
+    observation, _ = env.reset(seed=0, options={"start_room": "living room"})
+    assert "There is a table with the stale food and the fresh food on it." in observation
+    assert {"take stale food from table", "take fresh food from table"} <= set(env.legal_actions())
+    observation, *_ = env.step("take fresh food from table")
+    assert env.house.inventory == ["fresh food"] and env.house.contents["living room", "table"] == ["stale food"]
+    assert "eat fresh food" in env.legal_actions()
 
 
 # -- Rules ---------------------------------------------------------------------------
@@ -118,6 +148,35 @@ def test_walkthrough_wins_from_every_room(name, room):
     assert episode.transcript[-1].text.endswith("Admissible commands: none")
 
 
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("room", ROOMS)
+def test_original_walkthrough_wins_in_its_own_words(name, room):
+    # Play the original's walkthrough table as its PartialWalkthroughAgent does: in each
+    # room, the room's commands for "without the stale food" or "with it". Every command
+    # must be admissible, listed, and the episode must end in success within the cap.
+    env = envs.make(name)
+    env.reset(seed=0, options={"start_room": room})
+    reward = 0.0
+    while not env.done:
+        carrying = "stale food" in env.house.inventory
+        for command in ORIGINAL_WALKTHROUGH[env.house.room][carrying]:
+            assert command in env.legal_actions(), (env.house.room, command)
+            _, reward, terminated, truncated, info = env.step(command)
+            assert not info["invalid_action"]
+    assert (reward, terminated, truncated, info["success"]) == (1.0, True, False, True)
+    assert env.agent_turns == WALKTHROUGH_TURNS[room]
+
+
+def test_make_game_walkthrough_words():
+    # make_game.py:108-117 builds the walkthrough from shortest moves, "take stale food
+    # from table", moves, "open fridge", "insert stale food into fridge", "close fridge".
+    env = envs.make("text-nav")
+    route = ["go west", "take stale food from table", "go west", "go west", "open fridge",
+             "insert stale food into fridge", "close fridge"]
+    results = play(env, route, start_room="bedroom")
+    assert [r[1] for r in results] == [0.0] * 6 + [1.0] and results[-1][2] and results[-1][4]["success"]
+
+
 def test_eating_the_stale_food_fails():
     env = envs.make("text-nav")
     *_, (observation, reward, terminated, truncated, info) = play(env, ["take stale food from table", "eat stale food"])
@@ -128,15 +187,22 @@ def test_eating_the_stale_food_fails():
 
 def test_eating_other_food_goes_on():
     env = envs.make("text-nav")
-    _, (_, reward, terminated, _, _) = play(env, ["take fruit from table", "eat fruit"], start_room="dining room")
+    *_, (_, reward, terminated, _, _) = play(env, ["open fridge", "take fruit from fridge", "eat fruit"],
+                                             start_room="kitchen")
     assert (reward, terminated) == (0.0, False)
-    assert "fruit" not in env.house.inventory and "fruit" not in env.house.contents["dining room", "table"]
+    assert "fruit" not in env.house.inventory and "fruit" not in env.house.contents["kitchen", "fridge"]
     assert not any("fruit" in command for command in env.legal_actions())
+
+
+def test_only_food_is_edible():
+    house = House("bedroom")
+    house.do("take bowl from table")
+    assert "eat bowl" not in house.executable() and "drop bowl" in house.commands()
 
 
 def test_fridge_must_be_closed_to_succeed():
     env = envs.make("text-nav")
-    route = ["take stale food from table", "go west", "go west", "open fridge", "put stale food in fridge"]
+    route = ["take stale food from table", "go west", "go west", "open fridge", "insert stale food into fridge"]
     results = play(env, route)
     assert all(r[1] == 0.0 and not r[2] and not r[3] for r in results)
     assert "success" not in results[-1][4]
@@ -146,23 +212,103 @@ def test_fridge_must_be_closed_to_succeed():
 
 
 def test_containers_open_close_and_hold_things():
-    house = House("living room")
-    house.do("take plate from table")
+    house = House("living room", partially_observed=True)
+    house.do("take fresh food from table")
     house.do("go south")
-    assert "put plate in chest" not in house.commands()
-    house.do("open chest")
-    house.do("put plate in chest")
-    assert house.contents["office", "chest"] == ["plate"] and house.inventory == []
+    assert "insert fresh food into chest" not in house.commands() and "take utensils from chest" not in house.commands()
+    assert house.do("open chest") == "You open the chest, revealing the utensils."
+    house.do("insert fresh food into chest")
+    assert house.contents["office", "chest"] == ["utensils", "fresh food"] and house.inventory == []
     house.do("close chest")
-    assert "take plate from chest" not in house.commands() and "There is a closed chest." in house.describe(True)
+    assert "take fresh food from chest" not in house.commands() and "There is a closed chest." in house.describe()
     house.do("open chest")
-    assert "with the plate in it" in house.describe(True)
-    assert "take plate from chest" in house.commands()
+    assert "with the utensils and the fresh food in it" in house.describe()
+    assert {"take fresh food from chest", "take utensils from chest"} <= set(house.commands())
+
+
+def test_supporters_take_put_and_containers_take_insert():
+    # TextWorld's words (inventory.twl): "put X on S" for a supporter, "insert X into C"
+    # for a container; ours used to say "put X in C", which is no command now.
+    house = House("living room")
+    house.do("take stale food from table")
+    assert "put stale food on table" in house.commands()
+    assert house.do("put stale food on table") == "You put the stale food on the table."
+    house.do("take stale food from table")
+    for command in ["go west", "go west", "open fridge"]:
+        house.do(command)
+    assert "insert stale food into fridge" in house.commands()
+    assert not any(command.startswith("put ") for command in house.executable())
+    assert "put stale food in fridge" not in house.executable()
+    assert house.do("insert stale food into fridge") == "You put the stale food into the fridge."
+
+
+def test_drop_and_take_from_the_floor():
+    env = envs.make("text-nav")
+    env.reset(seed=0, options={"start_room": "bedroom"})
+    env.step("take bowl from table")
+    assert "drop bowl" in env.legal_actions()
+    observation, reward, terminated, _, info = env.step("drop bowl")
+    assert observation.startswith("You drop the bowl on the floor.") and not info["invalid_action"]
+    assert (reward, terminated) == (0.0, False)
+    assert env.house.contents["bedroom", "floor"] == ["bowl"] and env.house.inventory == []
+    assert "take bowl" in env.legal_actions() and "take bowl from table" not in env.legal_actions()
+    assert "You see the bowl on the floor." in env.step("look")[0]
+    env.step("go west")
+    assert "bowl" not in env.step("look")[0]  # the floor is the room's own
+    env.step("go east")
+    assert env.step("take bowl")[0].startswith("You pick up the bowl from the floor.")
+    assert env.house.inventory == ["bowl"] and env.house.contents["bedroom", "floor"] == []
+
+
+def test_walkthrough_picks_the_food_up_from_the_floor():
+    env = envs.make("text-nav")
+    play(env, ["take stale food from table", "go south", "drop stale food", "go north"])
+    assert optimal_command(env.house) == "go south"
+    env.step("go south")
+    assert optimal_command(env.house) == "take stale food"
+    while not env.done:
+        *_, info = env.step(optimal_command(env.house))
+    assert info["success"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_examine_look_inventory_execute_but_are_not_listed(name):
+    env = envs.make(name)
+    env.reset(seed=0, options={"start_room": "kitchen"})
+    before = snapshot(env.house)
+    for command in ["look", "inventory", "examine fridge"]:
+        assert command in env.house.executable() and command not in env.legal_actions()
+        observation, reward, terminated, truncated, info = env.step(command)
+        assert (reward, terminated, truncated, info["invalid_action"]) == (0.0, False, False, False)
+        assert snapshot(env.house) == before and admissible(observation) == env.legal_actions()
+    assert not any(c.split()[0] in ("examine", "look", "inventory") for c in env.legal_actions())
+    # The fruit is out of sight in the closed fridge, then in sight.
+    assert env.step("examine fruit")[4]["invalid_action"]
+    env.step("open fridge")
+    assert env.step("examine fridge")[0].startswith("The fridge is open and holds the fruit.")
+    assert env.step("examine fruit")[0].startswith("You see nothing special about the fruit.")
+    assert env.agent_turns == 7  # each of them is a turn
+
+
+def test_look_inventory_and_examine_texts():
+    fo, po = envs.make("text-nav"), envs.make("text-nav-po")
+    for env in (fo, po):
+        env.reset(seed=0, options={"start_room": "living room"})
+    assert fo.step("look")[0].startswith("You are in the living room. There is a table with the stale food")
+    assert po.step("look")[0].startswith("There is a table with the stale food and the fresh food on it.")
+    for env in (fo, po):
+        env.step("take stale food from table")
+        assert env.step("inventory")[0].startswith("You are carrying the stale food.")
+        assert env.step("examine table")[0].startswith("On the table you see the fresh food.")
+        assert env.step("examine stale food")[0].startswith("You see nothing special about the stale food.")
+        env.step("take fresh food from table")
+        assert env.step("examine table")[0].startswith("There is nothing on the table.")
+    assert po.step("go north")[4]["invalid_action"]
 
 
 def test_walkthrough_recovers_the_food_from_anywhere():
     house = House("living room")
-    for command in ["take stale food from table", "go south", "open chest", "put stale food in chest", "close chest"]:
+    for command in ["take stale food from table", "go south", "open chest", "insert stale food into chest", "close chest"]:
         house.do(command)
     house.room = "garden"
     for _ in range(15):
@@ -194,8 +340,10 @@ def test_observations_end_with_the_admissible_commands(name):
         while True:
             assert "\n" not in observation
             assert admissible(observation) == env.legal_actions()
-            fully = "You are in the " in observation and "You are carrying " in observation
-            assert fully == (name == "text-nav")
+            assert env.legal_actions() == sorted(env.legal_actions())  # TextWorld sorts its list
+            assert ("You are carrying " in observation) == (name == "text-nav")
+            described = "There is a door" in observation or "There are doors" in observation
+            assert ("You are in the " in observation) == (described and name == "text-nav")
             if name == "text-nav-po" and len(env.transcript) > 1:
                 assert not any(room in observation for room in ROOMS)
             if env.done:
@@ -206,15 +354,36 @@ def test_observations_end_with_the_admissible_commands(name):
 def test_fully_observed_names_room_and_inventory():
     env = envs.make("text-nav")
     observation, _ = env.reset(seed=0, options={"start_room": "living room"})
-    assert observation.startswith("Your goal is to put the stale food")
+    assert observation.startswith(
+        "Your objective is to put the stale food on the table in the living room into the fridge in the kitchen"
+    )
     assert "You are in the living room." in observation and "You are carrying nothing." in observation
     observation, *_ = env.step("take stale food from table")
     assert "You take the stale food from the table." in observation
     assert "You are carrying the stale food." in observation
 
 
+@pytest.mark.parametrize("name", VARIANTS)
+def test_room_is_described_on_arrival_only(name):
+    # TextWorld describes a room when the player enters it (or types look); any other
+    # command reports its effect alone.
+    env = envs.make(name)
+    env.reset(seed=0, options={"start_room": "living room"})
+    observation, *_ = env.step("take stale food from table")
+    carried = " You are carrying the stale food." if name == "text-nav" else ""
+    assert observation.split(ADMISSIBLE)[0] == "You take the stale food from the table." + carried
+    observation, *_ = env.step("go west")
+    assert observation.startswith("You go west. ")
+    assert "There is a table with the coffee cup and the plate on it. There are doors to the east and west." in observation
+    assert ("You are in the dining room." in observation) == (name == "text-nav")
+    observation, *_ = env.step("fly")
+    assert observation.split(ADMISSIBLE)[0] == "I did not understand that command." + carried
+
+
 @pytest.mark.parametrize(
-    "action", ["", "go up", "GO WEST", "take stale food", "open fridge", "eat stale food", "héllo ☃", "x" * 5000]
+    "action",
+    ["", "go up", "GO WEST", "take stale food", "open fridge", "eat stale food", "put stale food in fridge",
+     "drop stale food", "examine stale food", "examine fruit", "look around", "héllo ☃", "x" * 5000],
 )
 def test_invalid_command_changes_nothing(action):
     env = envs.make("text-nav")
@@ -240,14 +409,17 @@ def test_start_room_option():
         env.reset(seed=0, options={"start_room": "attic"})
 
 
-def test_views():
+def test_views_are_the_whole_history():
+    # The original's data join the whole history into every prompt (dataset/utils.py:17-19),
+    # fully and partially observed alike.
     fo, po = envs.make("text-nav"), envs.make("text-nav-po")
     for env in (fo, po):
-        play(env, ["take stale food from table", "go west"])
-        assert [t.role for t in env.transcript] == [ENV, AGENT, ENV, AGENT, ENV]
-    assert fo.view(fo.transcript) == [fo.transcript[0], fo.transcript[-1]]
-    assert fo.prompt().startswith("Your goal") and "You are carrying the stale food." in fo.prompt()
-    assert po.view(po.transcript) == po.transcript
+        play(env, ["take stale food from table", "go west", "take plate from table"])
+        assert [t.role for t in env.transcript] == [ENV, AGENT, ENV, AGENT, ENV, AGENT, ENV]
+        assert env.view(env.transcript) == env.transcript
+        assert env.prompt() == "".join(turn.text + "\n" for turn in env.transcript)
+        assert env.prompt().startswith("Your objective") and "take stale food from table\n" in env.prompt()
+    assert "You are carrying the stale food." in fo.prompt() and "You are carrying" not in po.prompt()
     fo.reset(seed=0)
     assert fo.view(fo.transcript) == fo.transcript
 

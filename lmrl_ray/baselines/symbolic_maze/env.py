@@ -18,6 +18,7 @@ from gymnasium import spaces
 
 from lmrl_ray.envs.maze import (
     ACTIONS,
+    FAILURE_REWARD,
     GOAL,
     GOAL_REWARD,
     MAX_MOVES,
@@ -55,8 +56,10 @@ class SymbolicMazeEnv(gymnasium.Env):
 
     Observation: one-hot float32 over `maze.OPEN` (Box). Action: Discrete(4), the index
     into `maze.ACTIONS` (up, down, left, right). Transition `maze.move`; reward -1 a move
-    and 0 for the move that reaches the goal, which terminates; truncated after
-    `max_moves` moves. Every action is valid: the text task's invalid-action penalty has
+    and 0 for the move that reaches the goal, which terminates. The cap is the text
+    task's: `max_moves` moves are allowed and the next action is not played but answered
+    with -1 (the text task's `Failure`) and truncates, so a failed episode returns
+    -(max_moves + 1). Every action is valid: the text task's invalid-action penalty has
     no symbolic counterpart.
 
     RLlib builds it from its class with `env_config` (`config`): {"max_moves": int}.
@@ -104,13 +107,15 @@ class SymbolicMazeEnv(gymnasium.Env):
             a = -1
         if not 0 <= a < len(ACTIONS):
             raise ValueError(f"SymbolicMazeEnv: an action is an integer in [0, {len(ACTIONS)}), got {action!r}")
+        if self.moves >= self.max_moves:  # the text task's Failure turn: the action is not played
+            self.done = True
+            return one_hot(self.position), FAILURE_REWARD, False, True, {"position": self.position, "success": False}
         self.position = move(self.position, ACTIONS[a])
         self.moves += 1
         terminated = self.position == GOAL
-        truncated = not terminated and self.moves >= self.max_moves
-        self.done = terminated or truncated
+        self.done = terminated
         info: dict[str, Any] = {"position": self.position}
-        if self.done:
-            info["success"] = terminated
+        if terminated:
+            info["success"] = True
         reward = GOAL_REWARD if terminated else STEP_REWARD
-        return one_hot(self.position), float(reward), terminated, truncated, info
+        return one_hot(self.position), float(reward), terminated, False, info
