@@ -61,6 +61,8 @@ EPISODES_PER_SHARD = {"chess": 20, "endgames": 100}
 
 def default_episodes_per_shard(task: str) -> int:
     return EPISODES_PER_SHARD.get(task, DEFAULT_EPISODES_PER_SHARD)
+
+
 def run_name(task: str, policy: str, split: str, seed: int, episodes_per_shard: int) -> str:
     """The producer key of a run's shards in the store."""
     return f"datagen-{task}-{policy}-{split}-seed{seed}-per{episodes_per_shard}"

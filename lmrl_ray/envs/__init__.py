@@ -153,10 +153,10 @@ TASKS: dict[str, TaskSpec] = {
 # experts: their exact mean over the 25 starts (the evaluation's distribution; the
 # policy is deterministic). Measured with lmrl-ray 0.1.0 and the system's Stockfish.
 OUR_CONSTANTS: dict[str, tuple[float, int, float, int]] = {
-    "maze": (-73.19, 20_000, -6.84, 25),
-    "maze-po": (-73.19, 20_000, -7.24, 25),
-    "text-nav": (0.2534, 20_000, 1.0, 20_000),
-    "text-nav-po": (0.2534, 20_000, 1.0, 20_000),
+    "maze": (-73.84, 20_000, -6.84, 25),
+    "maze-po": (-73.84, 20_000, -7.24, 25),
+    "text-nav": (0.2606, 20_000, 1.0, 20_000),
+    "text-nav-po": (0.2606, 20_000, 1.0, 20_000),
     "wordle": (-4.097, 20_000, -1.883, 20_000),
     "chess": (-0.295, 200, 1.0, 200),
     "endgames": (0.648, 500, 0.998, 500),
