@@ -121,8 +121,6 @@ class TextEnv(gymnasium.Env):
         observation, reward, terminated, info = self._step(action)
         self.agent_turns += 1
         truncated = not terminated and self.agent_turns >= self.max_agent_turns
-        if truncated:
-            observation = self._truncation_observation(observation)
         self.transcript += [Turn(AGENT, action), Turn(ENV, observation)]
         self.episode_return += reward
         self.done = terminated or truncated
@@ -151,10 +149,6 @@ class TextEnv(gymnasium.Env):
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         raise NotImplementedError
-
-    def _truncation_observation(self, observation: str) -> str:
-        """The text the environment says when the turn cap ends the episode."""
-        return observation
 
     def _rng_choice(self, items: Sequence[Any]) -> Any:
         """A uniform draw from `items` with the episode's seeded generator."""
