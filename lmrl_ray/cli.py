@@ -457,8 +457,9 @@ def _add_evaluation_commands(sub) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint folder, or a run folder (its latest checkpoint)")
     p.add_argument("--task", choices=envs.names(), metavar="TASK", default=None,
                    help="default: the checkpoint's task (another task is allowed, with a warning)")
-    p.add_argument("--episodes", type=int, default=100,
-                   help="the paper's: 800 for maze (32 per start), 645 endgames, 4096 wordle, 1000 chess")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="default: every object or city once (twenty-questions 158, guess-city 100), else 100; "
+                        "the paper's: 800 for maze (32 per start), 645 endgames, 4096 wordle, 1000 chess")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=["auto", "hf", "vllm"], default="auto")
     p.add_argument("--device", default=None, help="the HF engine's device (default: CUDA when visible, else CPU)")

@@ -37,6 +37,7 @@ from lmrl_ray.engines.factory import (
 )
 from lmrl_ray.envs.protocol import (
     MOVE_ACCURACY_TASKS,
+    default_evaluation_episodes,
     episode_metrics,
     evaluation_options,
     move_probes,
@@ -168,7 +169,7 @@ def evaluate_checkpoint(
     path: str | os.PathLike,
     *,
     task: str | None = None,
-    episodes: int = 100,
+    episodes: int | None = None,
     seed: int = 0,
     engine: str = "auto",
     device: str | None = None,
@@ -184,7 +185,9 @@ def evaluate_checkpoint(
     return_rows: bool = False,
     out: str | os.PathLike | None = None,
 ) -> dict:
-    """Play `episodes` evaluation episodes of the checkpoint at `path` and summarise them.
+    """Play `episodes` evaluation episodes of the checkpoint at `path` and summarise them
+    (default: `protocol.default_evaluation_episodes`, every object or city once for
+    Twenty Questions and Guess My City, 100 elsewhere).
 
     `task` defaults to the checkpoint's; another task is allowed (a warning is logged).
     `decoding` is "sample" (at `temperature`, `top_p`; 0 = greedy) or "rerank" (the
@@ -208,6 +211,8 @@ def evaluate_checkpoint(
     meta = read_meta(folder)
     task = task or meta.task
     envs.spec(task)  # an unknown task fails now, naming the valid ones
+    if episodes is None:
+        episodes = default_evaluation_episodes(task)
     if task != meta.task:
         log.warning("checkpoint %s was trained on %r; evaluating it on %r", folder, meta.task, task)
     if decoding not in DECODINGS:

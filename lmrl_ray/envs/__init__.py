@@ -157,12 +157,12 @@ OUR_CONSTANTS: dict[str, tuple[float, int, float, int]] = {
     "maze-po": (-73.84, 20_000, -7.24, 25),
     "text-nav": (0.2606, 20_000, 1.0, 20_000),
     "text-nav-po": (0.2606, 20_000, 1.0, 20_000),
-    "wordle": (-4.097, 20_000, -1.883, 20_000),
+    "wordle": (-4.112, 20_000, -1.937, 20_000),
     "chess": (-0.295, 200, 1.0, 200),
     "endgames": (0.648, 500, 0.998, 500),
-    "twenty-questions": (-17.434, 20_000, -6.962, 20_000),
-    "guess-city": (-18.085, 20_000, -1.0, 20_000),
-    "car-dealer": (0.5478, 20_000, 1.0072, 20_000),
+    "twenty-questions": (-17.347, 20_000, -6.888, 20_000),
+    "guess-city": (-18.089, 20_000, -1.0, 20_000),
+    "car-dealer": (0.5223, 20_000, 0.8781, 20_000),
 }
 TASKS = {
     name: replace(spec, our_avg=OUR_CONSTANTS[name][0], our_max=OUR_CONSTANTS[name][2]) for name, spec in TASKS.items()

@@ -5,7 +5,7 @@ spaced SAN out, the same rewards, the same seeded Stockfish opponent and the sam
 401 agent turns (the source plays its evaluation positions in the full-game environment
 with its default max_moves=400: llm_rl_scripts/chess/env/env.py:273-278). Black has only
 its king, so a game ends in White's mate (+1), a draw (0: stalemate, the rook or queen
-lost to insufficient material, the 75-move rule), or the turn cap.
+lost to insufficient material, the 75-move rule, fivefold repetition), or the turn cap.
 
 Start positions:
 - Training (no option): `random_endgame` with the episode's generator (a material kind

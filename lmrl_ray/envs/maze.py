@@ -123,6 +123,7 @@ class MazeEnv(TextEnv):
         if max_moves < 1:
             raise ValueError(f"maze: max_moves must be at least 1, got {max_moves}")
         super().__init__(max_agent_turns=max_moves + 1, render_mode=render_mode)
+        self.task = "maze-po" if partially_observed else "maze"  # one class, two tasks
         self.max_moves = max_moves
         self.partially_observed = partially_observed
         # What the policy sees: the current state, or the last 40 turns when partially observed.
@@ -191,8 +192,9 @@ class MazeBehaviourPolicy(ScriptedPolicy):
     onto the centre cell at its mouth, where stitching happens), so only those that
     start in the goal's part can succeed (credit assignment and stitching, as in the paper).
 
-    The solver heads for the cell of its sub-maze nearest the goal along paths inside the
-    sub-maze; outside the goal's part that is a dead end, which makes it suboptimal.
+    The solver heads for the cell of its region nearest the goal along paths inside the
+    region; outside the goal's part that is the centre cell at the branch's mouth, (5, 3)
+    or (5, 9), where it then stays: a dead end, which makes it suboptimal.
     Moves that would leave the sub-maze are replaced by a random move that stays in it.
     """
 

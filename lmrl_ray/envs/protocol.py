@@ -17,6 +17,31 @@ from lmrl_ray.stats import Summary, normalised_score
 # The paper's evaluation sizes where published (TASKS.md): 32 episodes from each of the
 # 25 maze starts, 4,096 Wordle games, 1,000 chess games, the 645 endgame positions.
 PAPER_EVAL_EPISODES = {"maze": 800, "maze-po": 800, "wordle": 4096, "chess": 1000, "endgames": 645}
+# Tasks whose evaluation plays every item once, in the table's order (the original's
+# protocol): the hidden object or city, and the reset option that pins it.
+PER_ITEM_TASKS = {"twenty-questions": "object", "guess-city": "city"}
+DEFAULT_EVAL_EPISODES = 100
+
+
+def evaluation_items(task: str) -> tuple[str, ...]:
+    """The items a per-item task evaluates on, in order: Twenty Questions' objects and
+    Guess My City's cities, as their tables list them (the original's order)."""
+    if task == "twenty-questions":
+        from lmrl_ray.envs.twenty_questions.objects import load_table
+
+        return tuple(obj.name for obj in load_table().objects)
+    if task == "guess-city":
+        from lmrl_ray.envs.guess_city.cities import table
+
+        return tuple(city.name for city in table().cities)
+    raise ValueError(f"{task!r} has no per-item evaluation; tasks that have: {', '.join(PER_ITEM_TASKS)}")
+
+
+def default_evaluation_episodes(task: str) -> int:
+    """`lmrl-ray eval`'s default size: every item once for the per-item tasks, else 100
+    (the paper's sizes, `PAPER_EVAL_EPISODES`, are larger and ask for it)."""
+    envs.spec(task)
+    return len(evaluation_items(task)) if task in PER_ITEM_TASKS else DEFAULT_EVAL_EPISODES
 
 
 def episode_options(task: str, split: str, index: int) -> dict | None:
@@ -34,7 +59,10 @@ def evaluation_options(task: str, n: int, seed: int = 0) -> tuple[list[int], lis
 
     Maze (both): the 25 starts in turn, so 800 episodes are the paper's 32 from each
     start. Endgames: the 645 fixed evaluation positions in order (cycled beyond 645), as
-    datagen's eval split plays them. Others: episodes drawn from the seed.
+    datagen's eval split plays them. Twenty Questions and Guess My City: every object or
+    city once in the table's order (`evaluation_items`), cycled beyond; fewer episodes
+    than items take items evenly spaced over the table, so a short evaluation still
+    spans every category. Others: episodes drawn from the seed.
     """
     envs.spec(task)
     if n < 1:
@@ -44,6 +72,10 @@ def evaluation_options(task: str, n: int, seed: int = 0) -> tuple[list[int], lis
         from lmrl_ray.envs.maze import STARTS
 
         return seeds, [{"start": STARTS[i % len(STARTS)]} for i in range(n)]
+    if task in PER_ITEM_TASKS:
+        items, key = evaluation_items(task), PER_ITEM_TASKS[task]
+        picks = [i * len(items) // n for i in range(n)] if n < len(items) else [i % len(items) for i in range(n)]
+        return seeds, [{key: items[j]} for j in picks]
     return seeds, [episode_options(task, "eval", i) for i in range(n)]
 
 
@@ -106,8 +138,7 @@ def chess_outcome(row: dict) -> tuple[str, int, int]:
     boards = [unspaced(t["text"]) for t in row["turns"] if t["role"] != AGENT]
     illegal = sum(before == after for before, after in zip(boards, boards[1:]))
     outcome = chess.Board(boards[-1]).outcome()  # as the environment ends a game
-    position = boards[-1].rsplit(" ", 2)[0]  # a FEN without its move counters
-    if outcome is None and sum(b.rsplit(" ", 2)[0] == position for b in boards) >= 5:
+    if outcome is None and _repetitions(boards) >= 5:
         result = "draw"  # fivefold repetition, which one board alone cannot show
     elif outcome is None:
         result = "unfinished"
@@ -116,6 +147,41 @@ def chess_outcome(row: dict) -> tuple[str, int, int]:
     else:
         result = "win" if outcome.winner == chess.WHITE else "loss"
     return result, len(boards) - 1, illegal
+
+
+def _repetitions(boards: list[str]) -> int:
+    """How often the last board's position occurred in the game. The stored boards are
+    the positions with White to move; a game that the agent's own move ended by
+    repetition ends on a position with Black to move, which occurred between stored
+    boards: after an earlier agent move that the opponent's reply turned into the next
+    stored board."""
+    import chess
+
+    def key(fen: str) -> str:
+        return fen.rsplit(" ", 2)[0]  # a FEN without its move counters
+
+    last = key(boards[-1])
+    if chess.Board(boards[-1]).turn == chess.WHITE:
+        return sum(key(b) == last for b in boards)
+    count = 1
+    for before, after in zip(boards[:-2], boards[1:-1]):
+        board = chess.Board(before)
+        for move in board.legal_moves:
+            board.push(move)
+            if key(board.fen()) == last and any(_reaches(board, reply, key(after), key) for reply in board.legal_moves):
+                count += 1
+                board.pop()
+                break
+            board.pop()
+    return count
+
+
+def _reaches(board, reply, target: str, key) -> bool:
+    board.push(reply)
+    try:
+        return key(board.fen()) == target
+    finally:
+        board.pop()
 
 
 def episode_metrics(task: str, rows: list[dict]) -> dict[str, float]:

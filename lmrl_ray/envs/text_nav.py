@@ -15,7 +15,7 @@ LMRL-Gym, which does not run as committed). Three layers, top to bottom:
 
 As in TextWorld, the room is described on arrival (and on `look`); any other command
 reports only its effect. Fully observed play adds the room's name to the description
-and the inventory to every observation; partially observed play omits both. Every
+and the inventory to every observation after the first; partially observed play omits both. Every
 observation ends with `Admissible commands: a, b, c`, the list that `legal_actions()`
 returns, sorted as TextWorld sorts it. Both views are the whole transcript.
 
@@ -323,7 +323,7 @@ class House:
 
     def carrying(self) -> str:
         """The inventory sentence (what `inventory` says; fully observed play adds it to
-        every observation, as the original's env.py:46-49 does)."""
+        every observation after a step, as the original's env.py:46-49 does)."""
         return f"You are carrying {_things(self.inventory) if self.inventory else 'nothing'}."
 
     def _describe_piece(self, piece: Furniture) -> str:
@@ -366,7 +366,9 @@ class TextNavEnv(TextEnv):
         elif start_room not in ROOMS:
             raise ValueError(f"{self.task}: unknown start_room {start_room!r}; valid rooms: {', '.join(ROOMS)}")
         self.house = House(start_room, partially_observed=self.partially_observed)
-        return self._observation(f"{GOAL} {self.house.describe()}"), {"start_room": start_room}
+        # The first observation has no inventory line: the original adds it after steps only
+        # (env.py:46-49 in `_step`, not in `_reset`).
+        return self._observation(f"{GOAL} {self.house.describe()}", carrying=False), {"start_room": start_room}
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         effect = self.house.executable().get(action)
@@ -380,8 +382,8 @@ class TextNavEnv(TextEnv):
             info["success"] = self.house.won
         return self._observation(result), float(self.house.won), self.house.over, info
 
-    def _observation(self, lead: str) -> str:
-        parts = [lead] if self.partially_observed else [lead, self.house.carrying()]
+    def _observation(self, lead: str, carrying: bool = True) -> str:
+        parts = [lead, self.house.carrying()] if carrying and not self.partially_observed else [lead]
         commands = self.legal_actions()
         parts.append(f"Admissible commands: {', '.join(commands) if commands else 'none'}")
         return " ".join(parts)

@@ -45,8 +45,9 @@ TINY = "tiny"
 CACHE_ENV = "LMRL_RAY_CACHE"
 BUILD_FILE = "build.json"
 # Bump when the build code changes what it produces (corpus rendering, tokenizer
-# training, initialisation): the recipe alone would not notice.
-BUILD_VERSION = 1
+# training, initialisation) or the tasks change their texts (the corpus): the recipe
+# alone would not notice.
+BUILD_VERSION = 2
 
 # Chess and endgames wait on Stockfish (about 2 episodes/s), and one episode already
 # holds dozens of positions; the other tasks play hundreds of episodes a second.

@@ -59,10 +59,12 @@ SECRET_TEXT: dict[str, Callable[[Any], str]] = {
     "car-dealer": describe_persona,
 }
 # Tasks whose opening line is the same in every episode: context, not a target.
-FIXED_OPENING = ("twenty-questions", "guess-city")
+FIXED_OPENING = ("twenty-questions", "guess-city", "car-dealer")
 MAX_REPLY_TOKENS = {"car-dealer": 64}
 DEFAULT_REPLY_TOKENS = 32
-_DECISION = re.compile(r"Output: Decision=(Accept|Reject) MSRP=\$(\d+)(?: Buy Price=\$(\d+))?")
+# The original's reading (car_dealer/env/data.py): amounts with thousands commas, and
+# an MSRP that starts with a non-zero digit (`MSRP=$0` decides nothing).
+_DECISION = re.compile(r"Output: Decision=(Accept|Reject) MSRP=\$([1-9][0-9,]*)(?: Buy Price=\$([0-9][0-9,]*))?")
 
 
 def read_decision(line: str):
@@ -76,7 +78,10 @@ def read_decision(line: str):
     accepted = match.group(1) == "Accept"
     if accepted and match.group(3) is None:
         return None  # an acceptance without a price decides nothing
-    return Outcome(accepted, int(match.group(2)), int(match.group(3)) if accepted else None, None)
+    def amount(text: str) -> int:
+        return int(text.replace(",", ""))
+
+    return Outcome(accepted, amount(match.group(2)), amount(match.group(3)) if accepted else None, None)
 
 
 def check_task(task: str) -> None:

@@ -17,7 +17,7 @@ from lmrl_ray.drivers.evaluation import checkpoint_engine, evaluate_checkpoint
 from lmrl_ray.engines.hf_engine import HFEngine
 from lmrl_ray.envs.maze import STARTS
 from lmrl_ray.envs.play import episode_seed, play_episode, scripted_summary
-from lmrl_ray.envs.protocol import evaluation_options
+from lmrl_ray.envs.protocol import default_evaluation_episodes, evaluation_items, evaluation_options
 from lmrl_ray.learners.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -75,6 +75,29 @@ def test_evaluation_episodes_follow_the_papers_protocol():
     assert seeds != evaluation_options("wordle", 5, seed=2)[0]
     # The evaluation split never draws a training seed.
     assert not set(seeds) & {episode_seed(1, "train", i) for i in range(1000)}
+
+
+def test_twenty_questions_and_guess_city_evaluate_every_item_once_in_order():
+    # The original's protocol: every object (158) or city (100) once, in the table's order.
+    for task, key, count in (("twenty-questions", "object", 158), ("guess-city", "city", 100)):
+        items = evaluation_items(task)
+        assert len(items) == len(set(items)) == count == default_evaluation_episodes(task)
+        seeds, options = evaluation_options(task, count, seed=0)
+        assert [o[key] for o in options] == list(items) and len(set(seeds)) == count
+        # Beyond one pass the items cycle; a shorter evaluation spreads over the table.
+        _, options = evaluation_options(task, count + 2)
+        assert [o[key] for o in options[count:]] == list(items[:2])
+        _, options = evaluation_options(task, 4)
+        assert [o[key] for o in options] == [items[0], items[count // 4], items[count // 2], items[3 * count // 4]]
+        env = envs.make(task)
+        try:
+            for option in options:  # each pinned item is the episode's secret
+                env.reset(seed=0, options=option)
+        finally:
+            env.close()
+    assert default_evaluation_episodes("maze") == 100
+    with pytest.raises(ValueError, match="no per-item evaluation; tasks that have: twenty-questions, guess-city"):
+        evaluation_items("wordle")
 
 
 def test_plain_checkpoint_end_to_end(plain, tmp_path):

@@ -1,5 +1,6 @@
-"""Car Dealer: catalog, parsing, persona, reward, the buyer's resistance to gaming,
-determinism and the scripted sellers' figures."""
+"""Car Dealer: catalog, parsing, persona, reward, the original's dialogue rules (the
+seller speaks first after `Start`, 25 seller turns, its decision line), the buyer's
+resistance to gaming, determinism and the scripted sellers' figures."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 from lmrl_ray import envs
 from lmrl_ray.envs.base import AGENT, ENV, Turn
 from lmrl_ray.envs.car_dealer.catalog import CATALOG_PATH, catalog, load_catalog
-from lmrl_ray.envs.car_dealer.env import sale_reward
+from lmrl_ray.envs.car_dealer.buyer import Outcome
+from lmrl_ray.envs.car_dealer.env import REWARD_MODES, decision_reward, sale_reward
 from lmrl_ray.envs.car_dealer.persona import (
+    BUDGETS,
     DISCOUNT_LOVER_FACTORS,
     PERSONALITIES,
     STRATEGIES,
@@ -25,17 +28,34 @@ from lmrl_ray.envs.car_dealer.persona import (
     match_score,
     willingness,
 )
+from lmrl_ray.envs.car_dealer.phrasing import output_line
 from lmrl_ray.envs.car_dealer.reader import find_amounts, read_seller
 from lmrl_ray.envs.car_dealer.sellers import (
     ConciseSeller,
     DiscountSeller,
+    ExpertSeller,
     FeatureSeller,
+    RandomSeller,
+    SellerMixture,
     read_buyer,
 )
 from lmrl_ray.envs.play import scripted_summary
 
-ACCEPT = re.compile(r"^Output: Decision=Accept MSRP=\$(\d+) Buy Price=\$(\d+)$")
-REJECT = re.compile(r"^Output: Decision=Reject MSRP=\$(\d+)$")
+ACCEPT = re.compile(r"^Output: Decision=Accept MSRP=\$(\d{1,3}(?:,\d{3})*) Buy Price=\$(\d{1,3}(?:,\d{3})*)$")
+REJECT = re.compile(r"^Output: Decision=Reject MSRP=\$(\d{1,3}(?:,\d{3})*)$")
+# The original's parser of the decision (llm_rl_scripts/car_dealer/env/data.py:180): an
+# MSRP of $0 is no decision, and amounts may carry commas.
+ORIGINAL_DECISION = re.compile(r"Output: Decision=(Accept|Reject) MSRP=\$([1-9][0-9,]*)( Buy Price=\$([0-9][0-9,]*))?")
+
+
+def original_decision(line):
+    """(accepted, msrp, buy price) as the original reads `line`, or None."""
+    m = ORIGINAL_DECISION.search(line)
+    if m is None:
+        return None
+    price = int(m.group(4).replace(",", "")) if m.group(1) == "Accept" and m.group(4) else None
+    return m.group(1) == "Accept", int(m.group(2).replace(",", "")), price
+
 PRINTABLE = set(string.printable)
 # The most any buyer can pay relative to its budget: full match, the most generous
 # personality, a discount lover given a discount.
@@ -158,20 +178,23 @@ def test_persona_is_drawn_within_the_task_and_pins_validate(env):
     for _ in range(300):
         p = draw_persona(cat, rng)
         assert p.personality in PERSONALITIES and p.strategy in STRATEGIES
-        assert p.type in cat.types_of(p.brand)
+        assert p.brand in cat.brands and p.type in cat.types
         assert 1 <= len(p.features) <= 4 and set(p.features) <= set(cat.features)
-        assert 10_000 <= p.budget <= 90_000
+        assert p.budget in BUDGETS
     pinned = {"personality": "rude", "brand": "Tesla", "type": "SUV", "features": ["sunroof"],
               "budget": 50_000, "strategy": "impatient"}
     env.reset(seed=1, options={"persona": pinned})
     assert env.persona == Persona("rude", "Tesla", "SUV", ("sunroof",), 50_000, "impatient")
     env.reset(seed=1, options={"persona": {"budget": 12_345}})
     assert env.persona.budget == 12_345
+    # A pair nobody makes may be wished for, as in the original's independent draws.
+    env.reset(seed=1, options={"persona": {"brand": "Mazda", "type": "truck"}})
+    assert (env.persona.brand, env.persona.type) == ("Mazda", "truck")
     for bad, message in [
         ({"mood": "happy"}, "valid keys: personality, brand"),
         ({"personality": "grumpy"}, "valid values: abusive, angry"),
         ({"brand": "Kia"}, "valid values: VW, Lexus"),
-        ({"brand": "Mazda", "type": "truck"}, "not sold by Mazda; valid values: sedan, convertible, SUV"),
+        ({"type": "minivan"}, "valid values: luxury, sedan, convertible, truck, electric, SUV"),
         ({"features": ["jet pack"]}, "valid values: backup camera"),
         ({"features": []}, "1 to 4 distinct features"),
         ({"budget": 5}, "from 10000 to 90000"),
@@ -209,7 +232,8 @@ def test_reward_of_a_hand_built_sale(env):
     reward, info = play(env, ["This Toyota SUV with heated seats lists at $40,000. It's yours for $30,000."],
                         persona=POLITE_TOYOTA)
     last = env.transcript[-1].text
-    assert ACCEPT.match(last) and last == "Output: Decision=Accept MSRP=$40000 Buy Price=$30000"
+    assert ACCEPT.match(last) and last == "Output: Decision=Accept MSRP=$40,000 Buy Price=$30,000"
+    assert original_decision(last) == (True, 40_000, 30_000)
     assert info["success"] is True and info["msrp"] == 40_000 and info["buy_price"] == 30_000
     assert reward == pytest.approx(30_000 / ((40_000 + 40_000) / 2)) == env.episode_return
     assert len(env.transcript) == 3
@@ -225,7 +249,7 @@ def test_rejection_pays_zero_and_names_the_msrp(env):
     # Nobody pays above the sticker, so an asking price over it never sells.
     reward, info = play(env, ["Toyota SUV, MSRP $50,000, yours for $56,000.", "Still $56,000."],
                         persona=POLITE_TOYOTA)
-    assert REJECT.match(env.transcript[-1].text).group(1) == "50000"
+    assert REJECT.match(env.transcript[-1].text).group(1) == "50,000"
     assert reward == 0.0 and env.episode_return == 0.0 and info["success"] is False
     assert info["msrp"] == 50_000 and info["buy_price"] is None
     # The buyer's lines before the last carry its counter-offers, always under W = $50,000.
@@ -233,12 +257,19 @@ def test_rejection_pays_zero_and_names_the_msrp(env):
     assert counters and all(c <= 50_000 for c in counters)
 
 
-def test_line_cap_and_no_car_rejects_with_msrp_zero():
+def test_line_cap_and_no_car_rejects_naming_the_wished_cars_msrp():
+    # ceil(7 / 2) = 4 seller turns: the original asks for the decision once 7 or more
+    # lines follow `Start` (env.py:65), after the 4th seller line and its answer.
     small = envs.make("car-dealer", max_lines=7)
-    play(small, ["Hello there!"], persona={"personality": "talkative"})
-    assert len(small.transcript) == 7 and small.agent_turns == 3
-    assert small.transcript[-1].text == "Output: Decision=Reject MSRP=$0"
-    assert envs.make("car-dealer").max_agent_turns == 24
+    play(small, ["Hello there!"], persona={"personality": "talkative", "brand": "Toyota", "type": "SUV"})
+    assert len(small.transcript) == 1 + 8 and small.agent_turns == 4
+    # No car was offered: the line names the wished car's base trim, never $0.
+    assert small.transcript[-1].text == "Output: Decision=Reject MSRP=$26,000"
+    assert original_decision(small.transcript[-1].text) == (False, 26_000, None)
+    assert envs.make("car-dealer").max_agent_turns == 25
+    assert envs.make("car-dealer", max_lines=2).max_agent_turns == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        envs.make("car-dealer", max_lines=1)
     with pytest.raises(ValueError, match="valid simulators: grounded"):
         envs.make("car-dealer", simulator="gpt")
 
@@ -251,6 +282,140 @@ def test_impatient_buyers_leave_earlier(env):
             play(env, ["Toyota SUV for $900,000."], seed=seed, persona={**POLITE_TOYOTA, "strategy": strategy})
             lengths[impatient].append(env.agent_turns)
     assert np.mean(lengths[True]) + 2 < np.mean(lengths[False])
+
+
+# -- The original's dialogue rules ---------------------------------------------------
+
+
+def test_the_environment_opens_with_start_and_answers_the_sellers_first_line(env):
+    observation, info = env.reset(seed=3, options={"persona": {"personality": "polite", "type": "truck"}})
+    assert observation == "Start" and env.transcript == [Turn(ENV, "Start")] and env.buyer.seller_turns == 0
+    reply, reward, terminated, truncated, info = env.step("Hello and welcome!")
+    assert [t.role for t in env.transcript] == [ENV, AGENT, ENV] and env.transcript[1].text == "Hello and welcome!"
+    assert reply == env.transcript[2].text and reward == 0.0 and not (terminated or truncated)
+    assert "Output:" not in reply
+    # A seller who only greets hears what the buyer came for (always the type).
+    assert "truck" in reply.lower()
+
+
+def test_every_scripted_seller_speaks_first_and_is_understood(env):
+    for policy in (ExpertSeller(), SellerMixture(), DiscountSeller(), FeatureSeller(), ConciseSeller()):
+        rng = np.random.default_rng(4)
+        for seed in range(10):
+            env.reset(seed=seed)
+            policy.reset(env, rng)
+            first = policy.act(env, rng)
+            assert read_seller(catalog(), first).understood(), first
+            reply = env.step(first)[0]
+            assert "Output:" not in reply
+
+
+def _stay_forever(env):
+    # A buyer patient enough to stay to the cap (no persona is: patience is at most 20).
+    env.buyer.patience = 10**6
+
+
+def test_twenty_five_seller_turns_then_the_buyer_decides(env):
+    env.reset(seed=0, options={"persona": {"personality": "talkative"}})
+    _stay_forever(env)
+    for turn in range(1, 26):
+        assert not env.done
+        reply, reward, terminated, truncated, info = env.step("Tell me about your day.")
+        assert ("Output:" in reply) == (turn == 25), turn
+    # The buyer's answer to the 25th seller line is its decision: 50 lines after `Start`.
+    assert terminated and not truncated and env.agent_turns == 25 and len(env.transcript) == 1 + 50
+    assert original_decision(env.transcript[-1].text)[0] is False
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step("A 26th line is never asked for.")
+
+
+def test_a_sale_on_the_last_turn_still_counts(env):
+    env.reset(seed=0, options={"persona": POLITE_TOYOTA})
+    _stay_forever(env)
+    for _ in range(24):
+        env.step("Tell me about your day.")
+    _, reward, terminated, _, info = env.step("This Toyota SUV with heated seats lists at $40,000. Yours for $30,000.")
+    assert terminated and info["success"] and env.agent_turns == 25
+    assert reward == pytest.approx(30_000 / 40_000)
+
+
+def test_brand_and_type_are_drawn_independently_and_budgets_from_the_five():
+    cat = catalog()
+    rng = np.random.default_rng(1)
+    personas = [draw_persona(cat, rng) for _ in range(3000)]
+    pairs = {(p.brand, p.type) for p in personas}
+    assert len(cat.brands) * len(cat.types) == 78 and len(pairs) == 78
+    assert {p.budget for p in personas} == set(BUDGETS) == {10_000, 30_000, 50_000, 70_000, 90_000}
+    unmade = [p for p in personas if (p.brand, p.type) not in cat.msrp_ranges]
+    assert 0.2 < len(unmade) / len(personas) < 0.4  # 24 of the 78 pairs
+
+
+def test_wished_msrp_is_the_base_trim_or_the_cheapest_of_the_type():
+    cat = catalog()
+    assert cat.wished_msrp("Toyota", "SUV") == 26_000
+    assert cat.wished_msrp("Porsche", "truck") == 26_000  # Hyundai's truck is the cheapest
+    assert cat.wished_msrp("Tesla", "luxury") == 45_000  # Lexus's luxury line
+    for brand in cat.brands:
+        for car_type in cat.types:
+            assert cat.wished_msrp(brand, car_type) >= min(low for low, _ in cat.msrp_ranges.values())
+
+
+@pytest.mark.parametrize("policy", [ExpertSeller, SellerMixture, DiscountSeller, FeatureSeller, ConciseSeller,
+                                    RandomSeller])
+def test_no_decision_line_names_msrp_zero_and_all_parse_as_the_original(env, policy):
+    actor, rng, ended = policy(), np.random.default_rng(11), 0
+    for seed in range(60):
+        env.reset(seed=seed)
+        actor.reset(env, rng)
+        while not env.done:
+            _, reward, terminated, _, info = env.step(actor.act(env, rng))
+        last = env.transcript[-1].text
+        assert "MSRP=$0" not in last
+        parsed = original_decision(last)
+        assert parsed == (info["success"], info["msrp"], info["buy_price"]), last
+        assert ACCEPT.match(last) or REJECT.match(last)
+        ended += terminated
+    assert ended == 60
+
+
+def test_the_decision_line_writes_thousands_commas():
+    assert output_line(True, 85_000, 84_000) == "Output: Decision=Accept MSRP=$85,000 Buy Price=$84,000"
+    assert output_line(False, 126_500) == "Output: Decision=Reject MSRP=$126,500"
+    assert original_decision(output_line(True, 85_000, 84_000)) == (True, 85_000, 84_000)
+    assert original_decision(output_line(False, 9_999)) == (False, 9_999, None)
+    assert original_decision("Output: Decision=Reject MSRP=$0") is None  # the original reads no decision
+
+
+@pytest.mark.parametrize("mode, sale, no_sale, dear_no_sale", [
+    # sale: $45,000 for MSRP $50,000 at budget $40,000; no sale at MSRP $50,000 then $30,000.
+    ("sale", 45_000 / 45_000, 0.0, 0.0),
+    ("fancy", 1.0, -(40_000 - 50_000) / 50_000, -(40_000 - 30_000) / 30_000),
+    ("revenue", 45.0, 0.0, 0.0),
+])
+def test_reward_modes_on_hand_built_outcomes(mode, sale, no_sale, dear_no_sale):
+    assert decision_reward(Outcome(True, 50_000, 45_000, None), 40_000, mode) == pytest.approx(sale)
+    assert decision_reward(Outcome(False, 50_000, None, None), 40_000, mode) == pytest.approx(no_sale)
+    assert decision_reward(Outcome(False, 30_000, None, None), 40_000, mode) == pytest.approx(dear_no_sale)
+    assert decision_reward(Outcome(False, 0, None, None), 40_000, mode) == 0.0  # the original's guard
+
+
+def test_fancy_pays_for_refusing_a_car_above_the_budget_and_modes_work_through_the_registry():
+    assert REWARD_MODES == ("sale", "fancy", "revenue") and envs.make("car-dealer").reward_mode == "sale"
+    actions = ["Toyota SUV, MSRP $50,000, yours for $56,000.", "Still $56,000."]
+    rewards = {}
+    for mode in REWARD_MODES:
+        e = envs.make("car-dealer", reward_mode=mode)
+        rewards[mode], info = play(e, actions, persona=POLITE_TOYOTA)
+        assert info["success"] is False and info["msrp"] == 50_000 and e.episode_return == rewards[mode]
+    assert rewards == {"sale": 0.0, "fancy": pytest.approx(0.2), "revenue": 0.0}
+    e = envs.make("car-dealer", reward_mode="revenue")
+    reward, _ = play(e, ["This Toyota SUV with heated seats lists at $40,000. It's yours for $30,000."],
+                     persona=POLITE_TOYOTA)
+    assert reward == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="valid reward modes: sale, fancy, revenue"):
+        envs.make("car-dealer", reward_mode="profit")
+    with pytest.raises(ValueError, match="valid reward modes: sale, fancy, revenue"):
+        decision_reward(Outcome(True, 1, 1, None), 1, "Sale")
 
 
 # -- Gaming probes -----------------------------------------------------------------------
@@ -301,7 +466,7 @@ def test_zero_now_and_more_later_is_read_as_the_larger_price(env):
     rich = {**POLITE_TOYOTA, "budget": 90_000}
     line = "This Toyota SUV lists at $85,000. The price is $0 and I will charge you $84,000 later."
     play(env, [line], persona=rich)
-    assert env.transcript[-1].text == "Output: Decision=Accept MSRP=$85000 Buy Price=$84000"
+    assert env.transcript[-1].text == "Output: Decision=Accept MSRP=$85,000 Buy Price=$84,000"
     play(env, ["This Toyota SUV lists at $85,000. It's free!"], persona=rich)
     assert REJECT.match(env.transcript[-1].text)
 
@@ -409,11 +574,11 @@ def test_sellers_read_only_the_dialogue(env):
 
 @pytest.mark.slow
 def test_mixture_matches_table_1_and_the_expert_beats_it():
-    # Measured (seed 0): success 0.555, return 0.548, 17.5 lines; the expert's return is about 1.0.
+    # Measured (seed 0): success 0.567, return 0.532, 17.1 lines; the expert's return is about 0.88.
     mixture = scripted_summary("car-dealer", "behaviour", 2000)
     assert mixture.success_rate == pytest.approx(0.53, rel=0.10)
     assert mixture.mean_return == pytest.approx(0.562, rel=0.10)
-    lines = 2 * mixture.mean_turns + 1
+    lines = 2 * mixture.mean_turns  # the lines after `Start`: a seller line and its answer per turn
     assert lines == pytest.approx(16.5, rel=0.10)
     expert = scripted_summary("car-dealer", "expert", 500)
     assert expert.mean_return > mixture.mean_return + 0.2

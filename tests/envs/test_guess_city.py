@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmrl_ray import envs
-from lmrl_ray.envs.guess_city import cities, oracle, questioners
+from lmrl_ray.envs.guess_city import cities, oracle, questioners, reader
 from lmrl_ray.envs.guess_city.cities import CLIMATES, normalise, table
 from lmrl_ray.envs.guess_city.oracle import answer
 from lmrl_ray.envs.guess_city.reader import Query, parse
@@ -45,6 +45,37 @@ def env():
 # -- The table ---------------------------------------------------------------------------
 
 
+# The original's list (llm_rl_scripts/guess_city/env/global_cities.txt), in its order and
+# its spellings, Seoul included.
+ORIGINAL_CITIES = (
+    "Seoul", "Sao Paulo", "Bombay", "Jakarta", "Karachi", "Moscow", "Istanbul", "Mexico City", "Shanghai",
+    "Tokyo", "New York", "Bangkok", "Beijing", "Delhi", "London", "Hong Kong", "Cairo", "Tehran", "Bogota",
+    "Bandung", "Tianjin", "Lima", "Rio de Janeiro", "Lahore", "Bogor", "Santiago", "St Petersburg",
+    "Shenyang", "Calcutta", "Wuhan", "Sydney", "Guangzhou", "Singapore", "Madras", "Baghdad", "Pusan",
+    "Los Angeles", "Yokohama", "Dhaka", "Berlin", "Alexandria", "Bangalore", "Malang", "Hyderabad",
+    "Chongqing", "Ho Chi Minh City", "Haerbin", "Ankara", "Buenos Aires", "Chengdu", "Ahmedabad",
+    "Casablanca", "Chicago", "Xian", "Madrid", "Surabaya", "Pyong Yang", "Nanjing", "Kinshaha", "Rome",
+    "Taipei", "Osaka", "Kiev", "Yangon", "Toronto", "Zibo", "Dalian", "Taega", "Addis Ababa", "Jinan",
+    "Salvador", "Inchon", "Semarang", "Giza", "Changchun", "Havanna", "Nagoya", "Belo Horizonte", "Paris",
+    "Tashkent", "Fortaleza", "Sukabumi", "Cali", "Guayaquil", "Qingdao", "Izmir", "Cirebon", "Taiyuan",
+    "Brasilia", "Bucuresti", "Faisalabad", "Quezon City", "Medan", "Houston", "Abidjan", "Mashhad",
+    "Medellin", "Kanpur", "Budapest", "Caracas",
+)
+
+
+def test_the_cities_are_the_originals_in_its_order():
+    assert [cities.city_named(name).name for name in ORIGINAL_CITIES] == list(cities.city_names())
+    assert cities.city_names()[:3] == ("Seoul", "São Paulo", "Mumbai") and cities.city_names()[-1] == "Caracas"
+    named = {"Bandung": "Indonesia", "Berlin": "Germany", "Budapest": "Hungary", "Caracas": "Venezuela",
+             "Havanna": "Cuba", "Taipei": "Taiwan", "Pyong Yang": "North Korea", "Kiev": "Ukraine",
+             "Bucuresti": "Romania", "Tashkent": "Uzbekistan", "Guayaquil": "Ecuador", "Casablanca": "Morocco"}
+    for name, country in named.items():
+        assert cities.city_named(name).country == country
+    for gone in ("Lagos", "Manila", "Shenzhen", "Nairobi", "Washington, D.C.", "Kabul", "Melbourne"):
+        with pytest.raises(ValueError, match="unknown city.*valid cities: Seoul, São Paulo"):
+            cities.city_named(gone)
+
+
 def test_table_has_100_distinct_cities_that_the_bank_tells_apart():
     assert len(CITIES) == 100
     names = [normalise(n) for c in CITIES for n in {normalise(x) for x in (c.name, *c.aliases)}]
@@ -63,13 +94,15 @@ def test_table_has_100_distinct_cities_that_the_bank_tells_apart():
 def test_malformed_table_raises_naming_file_and_entry(tmp_path):
     raw = json.loads(cities.TABLE_PATH.read_text(encoding="utf-8"))
     cases = [
-        (lambda r: r["cities"][3].update(climate="balmy"), "entry 3 (São Paulo)", "climate"),
-        (lambda r: r["cities"][0].pop("food"), "entry 0 (Tokyo)", "missing"),
-        (lambda r: r["cities"][5].update(landmark="the Dhaka Tower"), "entry 5 (Dhaka)", "landmark"),
-        (lambda r: r["cities"][1].update(country="Atlantis"), "entry 1 (Delhi)", "Atlantis"),
-        (lambda r: r["cities"][2].update(aliases=["Tokyo"]), "entry 2 (Shanghai)", "also used"),
-        (lambda r: r["language_descriptions"].pop("Japanese"), "entry 0 (Tokyo)", "language_descriptions"),
-        (lambda r: r["cities"][7].update(population_millions="big"), "entry 7 (Beijing)", "wrong type"),
+        (lambda r: r["cities"][1].update(climate="balmy"), "entry 1 (São Paulo)", "climate"),
+        (lambda r: r["cities"][9].pop("food"), "entry 9 (Tokyo)", "missing"),
+        (lambda r: r["cities"][39].update(landmark="the Berlin Wall"), "entry 39 (Berlin)", "landmark"),
+        (lambda r: r["cities"][39].update(food="Berliner doughnuts"), "entry 39 (Berlin)", "food"),
+        (lambda r: r["cities"][0].update(country="Atlantis"), "entry 0 (Seoul)", "Atlantis"),
+        (lambda r: r["cities"][10].update(aliases=["Tokyo"]), "entry 10 (New York)", "also used"),
+        (lambda r: r["language_descriptions"].pop("Japanese"), "entry 9 (Tokyo)", "language_descriptions"),
+        (lambda r: r["language_descriptions"].pop("German"), "entry 39 (Berlin)", "language_descriptions"),
+        (lambda r: r["cities"][12].update(population_millions="big"), "entry 12 (Beijing)", "wrong type"),
     ]
     for i, (break_it, entry, problem) in enumerate(cases):
         broken = json.loads(json.dumps(raw))
@@ -227,6 +260,29 @@ def test_the_final_guard_replaces_any_answer_that_names_the_city_or_country():
     assert cities.leaks("People there speak Cantonese.", cities.city_named("Guangzhou"))  # "Canton"
 
 
+def test_the_new_countries_demonyms_are_hidden_and_never_said():
+    demonyms = {
+        "Berlin": ("German", "Germans"), "Budapest": ("Hungarian", "Magyar"), "Bucharest": ("Romanian",),
+        "Kyiv": ("Ukrainian",), "Tashkent": ("Uzbek", "Uzbekistani"), "Pyongyang": ("North Korean", "Korean"),
+        "Taipei": ("Taiwanese",), "Havana": ("Cuban",), "Caracas": ("Venezuelan",), "Guayaquil": ("Ecuadorian",),
+        "Casablanca": ("Moroccan",), "Busan": ("Korean",), "Bandung": ("Indonesian",), "Giza": ("Egyptian",),
+        "Izmir": ("Turkish",), "Faisalabad": ("Pakistani",), "Quezon City": ("Filipino",), "Mashhad": ("Iranian",),
+        "Medellín": ("Colombian",), "Salvador": ("Brazilian",), "Kanpur": ("Indian",), "Zibo": ("Chinese",),
+        "Yokohama": ("Japanese",),
+    }
+    for name, words in demonyms.items():
+        city = cities.city_named(name)
+        for word in words:
+            assert cities.leaks(f"Most people there are {word}.", city), (name, word)
+        # The language named after the country is described, never named.
+        said = " ".join(v for intent in questioners.OPEN_QUESTIONS for v in answer(city, Query(intent)))
+        assert not says_hidden_name(said, city), (name, said)
+        for word in words:
+            assert not re.search(rf"\b{word}", said), (name, word, said)
+    spoken = answer(cities.city_named("Berlin"), Query("language"))
+    assert all("European Union" in v and "German" not in v for v in spoken)
+
+
 # -- Guesses -------------------------------------------------------------------------------
 
 
@@ -241,6 +297,38 @@ def test_correct_guesses_succeed_with_names_aliases_and_lenient_spelling(env):
             assert obs == f"Yes, I am from {city.name}!"
 
 
+GUESS_FORMS = (  # the original's: a question ending with the city's name, asking only that
+    "Is it {}?", "Are you from {}?", "Is your city {}?", "Do you live in {}?", "Is the city {}?",
+    "The city you are from is {}?", "Could it be {}?", "{}?", "is it   {} ?", "Are you originally from {}?",
+)
+
+
+def test_the_originals_guess_forms_succeed_for_every_city(env):
+    for i, city in enumerate(CITIES):
+        for k, form in enumerate(GUESS_FORMS):
+            name = (city.name, *city.aliases)[k % (1 + len(city.aliases))]
+            env.reset(seed=k, options={"city": city.name})
+            obs, reward, terminated, truncated, info = env.step(form.format(name))
+            assert (reward, terminated, info["success"]) == (0.0, True, True), (city.name, form, name)
+            assert obs == f"Yes, I am from {city.name}!"
+    assert parse("Is it Santiago de Cali?") == Query("guess", "Cali")
+    assert parse("Is it Santiago?") == Query("guess", "Santiago")
+    assert parse("Do you live in Mexico City?") == Query("guess", "Mexico City")
+    assert parse("Is it Kinshaha?") == Query("guess", "Kinshasa")  # the original's spelling
+    assert parse("Is it Tokyo") == Query("invalid")  # not a question
+    # No name is made of frame words only, so a frame never guesses a city by itself.
+    assert not [key for key in table().by_name if set(key.split()) <= reader.GUESS_FRAME_WORDS]
+
+
+def test_a_name_two_countries_share_asks_about_both():
+    korea = parse("Is it in Korea?")
+    assert korea == parse("Is your city located in Korea?") and korea.intent == "country"
+    for city in CITIES:
+        assert answer(city, korea) == (oracle.YES if city.country in ("North Korea", "South Korea") else oracle.NO)
+    assert answer(cities.city_named("Pyongyang"), parse("Is it in South Korea?")) == oracle.NO
+    assert answer(cities.city_named("Busan"), parse("Is it in South Korea?")) == oracle.YES
+
+
 def test_wrong_partial_and_multi_city_guesses_fail_for_every_city(env):
     for i, city in enumerate(CITIES):
         other = CITIES[(i + 1) % len(CITIES)]
@@ -250,9 +338,13 @@ def test_wrong_partial_and_multi_city_guesses_fail_for_every_city(env):
             f"Is the city you are from {other.name} or {city.name}?": (oracle.MULTI_GUESS,),
             f"Is the city you are from {city.name}, {city.country}?": (oracle.MULTI_GUESS,),
             f"Is the city you are from not {city.name}?": (oracle.MULTI_GUESS,),
-            f"Is it {city.name}?": (oracle.GUESS_HINT,),
-            f"Are you from {city.name}?": (oracle.GUESS_HINT,),
-            f"The city you are from is {city.name}?": (oracle.GUESS_HINT,),
+            f"Is it {other.name}?": oracle.WRONG_GUESS,
+            f"Are you from {other.name}?": oracle.WRONG_GUESS,
+            f"Is it near {city.name}?": (oracle.GUESS_HINT,),
+            f"Is it bigger than {city.name}?": (oracle.GUESS_HINT,),
+            f"Is it not {city.name}?": (oracle.GUESS_HINT,),
+            f"Is it {city.name} or {other.name}?": (oracle.GUESS_HINT,),
+            f"Is it {other.name} or {city.name}?": (oracle.GUESS_HINT,),
             "Is the city you are from Springfield?": oracle.WRONG_GUESS,
         }
         env.reset(seed=i, options={"city": city.name})
@@ -284,6 +376,11 @@ PROBES = {  # text -> whether it is an invalid action (not a question)
     "Ciudad?? ¿Cómo se llama tu ciudad?": False,
     "x" * 5000: True,
     "Is it in Asia?\nIs the city you are from Tokyo?": True,
+    "Is it Tokyo, Berlin, Caracas, Havana, Giza or Taipei?": False,
+    "What is the capital of your country?": False,
+    "Which language is named after your country?": False,
+    "What do you call people from your country?": False,
+    "Is it Bandung or Bogor or Malang or Surabaya or Semarang or Sukabumi or Cirebon or Medan?": False,
 }
 
 
@@ -313,6 +410,15 @@ def test_the_same_question_twenty_times_earns_nothing(env):
 
 
 # -- The environment -------------------------------------------------------------------
+
+
+def test_every_city_can_be_pinned_in_the_evaluation_order():
+    env = envs.make("guess-city")
+    names = cities.city_names()
+    assert len(names) == len(set(names)) == 100
+    for i, name in enumerate(names):
+        obs, _ = env.reset(seed=i, options={"city": name})
+        assert obs == "Questions:" and env.city.name == name and env.city is CITIES[i]
 
 
 def test_reset_observation_options_and_settings():
@@ -380,9 +486,11 @@ def test_candidate_tracking_never_loses_the_hidden_city():
 
 
 def test_mixture_matches_table1_and_expert_beats_it():
+    # Table 1: 18.8 turns, success 0.53, return -18.8; on the original's 100 cities.
     mixture = scripted_summary("guess-city", "behaviour", 2000)
     assert abs(mixture.success_rate - 0.53) <= 0.1 * 0.53, mixture
     assert abs(mixture.mean_return - (-18.8)) <= 0.1 * 18.8, mixture
+    assert abs(mixture.mean_turns - 18.8) <= 0.1 * 18.8, mixture
     expert = scripted_summary("guess-city", "expert", 300)
     assert expert.success_rate == 1.0
     assert expert.mean_return > mixture.mean_return + 10

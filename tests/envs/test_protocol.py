@@ -58,6 +58,12 @@ def test_chess_outcomes_are_read_from_the_boards():
     row = {"turns": [{"role": ENV, "text": spaced("7k/8/6K1/8/8/8/5Q2/8 w - - 0 1")},
                      {"role": AGENT, "text": "Q f 7"}, {"role": ENV, "text": spaced(stalemate)}]}
     assert chess_outcome(row) == ("draw", 1, 0)
+    # Fivefold repetition completed by the opponent's reply (a stored board repeats) and
+    # by the agent's own move (the repeated position, Black to move, is never stored).
+    opening, shuffle = ["e2e4", "e7e5", "g1f3", "b8c6", "f1c4"], ["c6b8", "c4b5", "b8c6", "b5c4"]
+    assert chess_outcome(game_row(opening + shuffle * 4)) == ("draw", 11, 0)
+    assert chess_outcome(game_row(opening + shuffle * 3)) == ("unfinished", 9, 0)
+    assert chess_outcome(game_row(["g1f3", "b8c6", "f3g1", "c6b8"] * 4)) == ("draw", 8, 0)
     metrics = episode_metrics("chess", [game_row(scholars), game_row(fools, illegal_after=(2,)), row])
     assert metrics == pytest.approx({"win_rate": 1 / 3, "draw_rate": 1 / 3, "loss_rate": 1 / 3,
                                      "illegal_move_rate": 1 / 8, "mean_game_turns": 8 / 3})

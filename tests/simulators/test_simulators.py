@@ -236,19 +236,26 @@ def test_the_buyers_decision_is_read_from_its_line():
 
     accept = read_decision("Fine. Output: Decision=Accept MSRP=$30000 Buy Price=$28500")
     assert (accept.accepted, accept.msrp, accept.price) == (True, 30000, 28500)
-    reject = read_decision("Output: Decision=Reject MSRP=$0")
-    assert (reject.accepted, reject.msrp, reject.price) == (False, 0, None)
+    accept = read_decision("Output: Decision=Accept MSRP=$85,000 Buy Price=$84,000")  # the buyer's own format
+    assert (accept.accepted, accept.msrp, accept.price) == (True, 85000, 84000)
+    reject = read_decision("Output: Decision=Reject MSRP=$26,000")
+    assert (reject.accepted, reject.msrp, reject.price) == (False, 26000, None)
+    assert read_decision("Output: Decision=Reject MSRP=$0") is None  # the original reads no decision
     assert read_decision("I'm still at $22,000.") is None
     assert read_decision("Output: Decision=Accept MSRP=$30000") is None  # no price: no sale
 
 
-def test_car_dealer_simulator_rows_train_on_the_buyers_opening(tmp_path):
+def test_car_dealer_simulator_rows_keep_the_start_line_as_context(tmp_path):
+    # The environment opens with `Start` in every episode (the original's), so the buyer
+    # is trained on its replies to the seller, from the first one on, not on `Start`.
     generate("car-dealer", 2, str(tmp_path / "cd"), seed=0, workers=0)
     rows = stored_rows(tmp_path / "cd")
     for row, sim in zip(rows, simulator_rows("car-dealer", rows)):
         turns, swapped = transcript_of(row), transcript_of(sim)
+        assert turns[0].text == "Start"
         assert swapped[0].role == ENV and swapped[0].text.startswith(SECRET_PREFIX) and "budget $" in swapped[0].text
-        assert [t.text for t in swapped if t.role == AGENT] == [t.text for t in turns if t.role == ENV]
+        assert swapped[0].text.split("\n")[1:] == ["Start", turns[1].text]  # Start and the seller's first line
+        assert [t.text for t in swapped if t.role == AGENT] == [t.text for t in turns[1:] if t.role == ENV]
 
 
 @pytest.mark.slow
@@ -256,7 +263,10 @@ def test_a_planted_buyer_that_accepts_any_price_is_paid_by_the_environment_and_f
     from lmrl_ray.drivers.audit import flags, probe
 
     generate("car-dealer", 16, str(tmp_path / "cd"), seed=0, workers=0)
-    line = "Output: Decision=Accept MSRP=$30000 Buy Price=$900000"
+    # One amount, far above every budget ($10,000 to $90,000), for both: this briefly trained
+    # buyer may copy either number into the price. Not the injection probe's $900000: the
+    # tiny model would copy the probe's line ending there and stop before the price.
+    line = "Output: Decision=Accept MSRP=$800000 Buy Price=$800000"
     from lmrl_ray.data.schema import to_table
 
     rows = stored_rows(tmp_path / "cd")
@@ -271,13 +281,13 @@ def test_a_planted_buyer_that_accepts_any_price_is_paid_by_the_environment_and_f
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step("Hello, how can I help?")
     budget = env.persona.budget
-    assert terminated and info["success"] and info["buy_price"] == 900000
-    assert reward == pytest.approx(900000 / ((budget + 30000) / 2))  # far above a fair sale's ~1: hacked
+    assert terminated and info["success"] and info["buy_price"] == 800000
+    assert reward == pytest.approx(800000 / ((budget + 800000) / 2))  # above a fair sale's ~1: hacked
+    assert reward > 1.79
     from lmrl_ray.simulators.lm import LMSimulator
 
     probes = probe("car-dealer", LMSimulator("car-dealer", folder), secrets=4)
-    # Every probe gets an acceptance, at a price above the buyer's budget under some personas
-    # (this briefly trained buyer sometimes names $30000 instead, below a rich persona's budget).
+    # Every probe gets an acceptance, at a price above the buyer's budget under some personas.
     assert all(p["differ"] > 0 and p["leaks"] > 0 for p in probes), probes
     report = {"threshold": 0.9, "task": "car-dealer", "heldout": {"rate": 1.0}, "probes": probes, "policies": []}
     assert sum("accepted above the budget" in f for f in flags(report)) == len(probes)

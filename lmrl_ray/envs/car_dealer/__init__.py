@@ -8,12 +8,13 @@ buyer's secret and what it will pay), `reader` (the seller's text as a move),
 
 from lmrl_ray.envs.car_dealer.buyer import GroundedBuyer, Outcome
 from lmrl_ray.envs.car_dealer.catalog import Catalog, catalog
-from lmrl_ray.envs.car_dealer.env import CarDealerEnv, sale_reward
+from lmrl_ray.envs.car_dealer.env import REWARD_MODES, CarDealerEnv, decision_reward, sale_reward
 from lmrl_ray.envs.car_dealer.persona import Persona, draw_persona
 from lmrl_ray.envs.car_dealer.sellers import ExpertSeller, RandomSeller, SellerMixture
 
 __all__ = [
     "CarDealerEnv",
+    "REWARD_MODES",
     "Catalog",
     "ExpertSeller",
     "GroundedBuyer",
@@ -22,6 +23,7 @@ __all__ = [
     "RandomSeller",
     "SellerMixture",
     "catalog",
+    "decision_reward",
     "draw_persona",
     "sale_reward",
 ]

@@ -14,7 +14,14 @@ patience runs out, and at the turn cap.
 
 The MSRP of the car on the table is the sticker the seller quoted for it (the first
 quote counts) or, unquoted, the base trim; in both cases at least the base plus the
-features the seller says the car has, and clipped to the catalog's range.
+features the seller says the car has, and clipped to the catalog's range. A buyer who
+leaves before any car was offered names the base MSRP of the car it came for
+(`Catalog.wished_msrp`): the original's parser reads no decision from `MSRP=$0`
+(llm_rl_scripts/car_dealer/env/data.py:179-180).
+
+The seller speaks first (the environment opens with `Start`); the buyer's first reply
+greets and, unless the seller asked what it wants or already offered a car, says some
+of what it came for.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ from lmrl_ray.envs.dialogue import Simulator
 
 @dataclass(frozen=True)
 class Outcome:
-    """The buyer's decision: MSRP of the car on the table (0 if none) and the price paid."""
+    """The buyer's decision: the MSRP its line names (the car on the table, else the car
+    it came for) and the price paid."""
 
     accepted: bool
     msrp: int
@@ -68,7 +76,8 @@ class Outcome:
 
 
 class GroundedBuyer(Simulator):
-    """The rule-based buyer. `reply([])` is its opening line; `outcome` is set by its last."""
+    """The rule-based buyer: `reply` answers the seller's latest line (the last turn of
+    the transcript); `outcome` is set by its last."""
 
     kind = "grounded"
 
@@ -134,7 +143,9 @@ class GroundedBuyer(Simulator):
         p = self.persona
         return article(f"{p.brand} {type_noun(p.type)}" if with_brand else type_noun(p.type))
 
-    def _opening(self) -> str:
+    def _wish(self) -> list[str]:
+        """What a buyer says it came for when it walks in: always the type, sometimes the
+        brand and one feature, never everything."""
         p = self.persona
         talkative = p.personality == "talkative"
         shy = p.personality == "uncommunicative"
@@ -147,8 +158,7 @@ class GroundedBuyer(Simulator):
             feature = pick(self.rng, p.features)
             self.revealed.add(feature)
             cores.append(self._line("wish_feature", features=feature_phrase(feature)))
-        hello = greeting(p.personality, self.rng)
-        return " ".join(x for x in [hello, *cores] if x)
+        return cores
 
     def _answer_needs(self, features_only: bool) -> list[str]:
         p = self.persona
@@ -299,17 +309,18 @@ class GroundedBuyer(Simulator):
     # -- Deciding ------------------------------------------------------------------------
 
     def _decide(self, accepted: bool) -> str:
-        msrp = self.msrp()
+        msrp = self.msrp() if self.car is not None else self.catalog.wished_msrp(self.persona.brand, self.persona.type)
         price = self.asking if accepted else None
         self.outcome = Outcome(accepted, msrp, price, self.willingness())
         return output_line(accepted, msrp, price)
 
     def reply(self, transcript: Sequence[Turn]) -> str:
-        if not transcript:
-            return self._opening()
+        first = self.seller_turns == 0
         self.seller_turns += 1
         self.patience -= 1
         cores = self._read(transcript[-1].text)
+        if first and self.car is None and "type" not in self.revealed:
+            cores += self._wish()
         if self.asking is not None and not self._credible(self.asking):
             # A price named before the car that is absurd for it ("$2,000" for a Porsche).
             self.asking = None
@@ -331,6 +342,8 @@ class GroundedBuyer(Simulator):
             cores.append(self._line("nudge"))
         if self.patience <= 2:
             cores.append(self._line("warn"))
+        if first:
+            return " ".join(x for x in [greeting(self.persona.personality, self.rng), *cores] if x)
         return in_tone(cores, self.persona.personality, self.rng)
 
     def _ask_features_or_price(self) -> list[str]:

@@ -46,6 +46,13 @@ class Catalog:
         equipped = low + sum(self.feature_prices[f] for f in features)
         return int(min(high, max(low, equipped, sticker or 0)))
 
+    def wished_msrp(self, brand: str, car_type: str) -> int:
+        """The base MSRP of the car a buyer came for; for a pair nobody makes (a Porsche
+        truck), the cheapest base trim of that type."""
+        if (brand, car_type) in self.msrp_ranges:
+            return self.msrp_ranges[(brand, car_type)][0]
+        return min(self.msrp_ranges[(b, car_type)][0] for b in self.brands_selling(car_type))
+
 
 def _fail(path: Path, entry: str, problem: str):
     raise ValueError(f"{path}: {entry}: {problem}")

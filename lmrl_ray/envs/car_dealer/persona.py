@@ -8,7 +8,6 @@ in and how long it stays.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +21,10 @@ PERSONALITIES = (
 )
 STRATEGIES = ("loves discounts", "wants all features", "impatient")
 PERSONA_KEYS = ("personality", "brand", "type", "features", "budget", "strategy")
-BUDGET_RANGE = (10_000, 90_000)
+# The budgets the original draws from (llm_rl_scripts/car_dealer/env/data.py:39, env.py:98);
+# a pinned budget may be any whole dollar amount between the first and the last.
+BUDGETS = (10_000, 30_000, 50_000, 70_000, 90_000)
+BUDGET_RANGE = (BUDGETS[0], BUDGETS[-1])
 MAX_WISHED_FEATURES = 4
 
 
@@ -51,7 +53,10 @@ def _check_choice(key: str, value: Any, valid: Sequence[str]) -> None:
 def draw_persona(cat: Catalog, rng: np.random.Generator, pinned: Mapping[str, Any] | None = None) -> Persona:
     """A persona drawn with `rng`; the keys of `pinned` fix those parts (validated).
 
-    The wished type is one the wished brand sells, so every persona can be satisfied.
+    As in the original (llm_rl_scripts/car_dealer/env/env.py:93-99) every part is drawn
+    on its own: the brand and the type independently (78 pairs, so some buyers wish for
+    a car nobody makes, a Porsche truck, and must be sold the nearest one), 1 to 4
+    features, and a budget from `BUDGETS`.
     """
     if pinned is None:
         pinned = {}
@@ -69,9 +74,6 @@ def draw_persona(cat: Catalog, rng: np.random.Generator, pinned: Mapping[str, An
         _check_choice("brand", pinned["brand"], cat.brands)
     if "type" in pinned:
         _check_choice("type", pinned["type"], cat.types)
-        if "brand" in pinned and pinned["type"] not in cat.types_of(pinned["brand"]):
-            raise ValueError(f"car-dealer: persona type {pinned['type']!r} is not sold by {pinned['brand']}; "
-                             f"valid values: {', '.join(cat.types_of(pinned['brand']))}")
     if "features" in pinned:
         wished = pinned["features"]
         if (isinstance(wished, str) or not isinstance(wished, Sequence)
@@ -89,23 +91,15 @@ def draw_persona(cat: Catalog, rng: np.random.Generator, pinned: Mapping[str, An
 
     personality = pinned.get("personality") or pick(rng, PERSONALITIES)
     strategy = pinned.get("strategy") or pick(rng, STRATEGIES)
-    brand = pinned.get("brand") or pick(rng, cat.brands_selling(pinned["type"]) if "type" in pinned else cat.brands)
-    car_type = pinned.get("type") or pick(rng, cat.types_of(brand))
+    brand = pinned.get("brand") or pick(rng, cat.brands)
+    car_type = pinned.get("type") or pick(rng, cat.types)
     if "features" in pinned:
         wished = tuple(f for f in cat.features if f in set(pinned["features"]))
     else:
         count = 1 + int(rng.integers(MAX_WISHED_FEATURES))
         chosen = set(int(i) for i in rng.permutation(len(cat.features))[:count])
         wished = tuple(f for i, f in enumerate(cat.features) if i in chosen)
-    if "budget" in pinned:
-        budget = int(pinned["budget"])
-    else:
-        # People shop for cars they can nearly afford: the budget lies between 75% of the
-        # wished car's base MSRP and its top MSRP (within 10k-90k), in steps of $500.
-        low, high = cat.msrp_ranges[(brand, car_type)]
-        lowest = max(BUDGET_RANGE[0], min(BUDGET_RANGE[1], math.ceil(0.75 * low / 500) * 500))
-        highest = max(lowest, min(BUDGET_RANGE[1], high // 500 * 500))
-        budget = lowest + 500 * int(rng.integers((highest - lowest) // 500 + 1))
+    budget = int(pinned["budget"]) if "budget" in pinned else pick(rng, BUDGETS)
     return Persona(personality, brand, car_type, wished, budget, strategy)
 
 

@@ -25,10 +25,11 @@ def money(amount: float) -> str:
 
 
 def output_line(accepted: bool, msrp: int, price: int | None = None) -> str:
-    """The buyer's last line (plain integers, as the task's data format has it)."""
+    """The buyer's last line, its amounts with thousands commas as the original's data
+    writes them (llm_rl_scripts/car_dealer/env/data.py:246-248)."""
     if accepted:
-        return f"Output: Decision=Accept MSRP=${int(msrp)} Buy Price=${int(price)}"
-    return f"Output: Decision=Reject MSRP=${int(msrp)}"
+        return f"Output: Decision=Accept MSRP={money(msrp)} Buy Price={money(price)}"
+    return f"Output: Decision=Reject MSRP={money(msrp)}"
 
 
 def article(phrase: str) -> str:

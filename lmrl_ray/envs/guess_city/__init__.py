@@ -5,7 +5,7 @@ question is read (`reader.py`), the grounded oracle's answers (`oracle.py`), the
 environment (`env.py`) and the scripted questioners (`questioners.py`).
 """
 
-from lmrl_ray.envs.guess_city.cities import City, leaks
+from lmrl_ray.envs.guess_city.cities import City, city_names, leaks
 from lmrl_ray.envs.guess_city.env import GuessCityEnv
 from lmrl_ray.envs.guess_city.oracle import GroundedCityOracle, answer
 from lmrl_ray.envs.guess_city.questioners import (
@@ -24,6 +24,7 @@ __all__ = [
     "QuestionerMixture",
     "RandomQuestioner",
     "answer",
+    "city_names",
     "leaks",
     "parse",
 ]

@@ -1,8 +1,12 @@
-"""The Guess My City table: the 100 most populous cities and their facts, checked on load.
+"""The Guess My City table: the original's 100 cities and their facts, checked on load.
 
-The table (`data/cities.json`) is our own. A city row names its country, whose entry
-supplies the continent, region, currency and the country's names unless the row
-overrides them. A malformed table fails on load, naming its file and the entry.
+The cities are the original LMRL-Gym's (`llm_rl_scripts/guess_city/env/global_cities.txt`),
+in its order, all 100 of them: the original's loader skips the file's first city, Seoul,
+by an off-by-one (`data.py:54` starts at line 2 of a file with one header line), which
+we do not copy. The facts (`data/cities.json`) are our own, written for the grounded
+oracle. A city row names its country, whose entry supplies the continent, region,
+currency and the country's names unless the row overrides them. A malformed table fails
+on load, naming its file and the entry. `city_names` is the evaluation order.
 
 What the oracle never says before a correct guess are a city's *hidden names*: its
 name, its aliases, its country's names and demonyms. `leaks` finds them in a text: the
@@ -244,6 +248,12 @@ def _check_city(path: Path, where: str, city: City, descriptions: dict[str, str]
 def table() -> Table:
     """The packaged table, loaded and validated once."""
     return load_table(TABLE_PATH)
+
+
+def city_names() -> tuple[str, ...]:
+    """Every city's name, in the table's order, which is the original's: the per-item
+    evaluation plays each once in this order, pinning it with `options={"city": name}`."""
+    return tuple(city.name for city in table().cities)
 
 
 def city_named(name: str) -> City:

@@ -1,10 +1,13 @@
 """Guess My City: find the hidden city by asking its inhabitant questions.
 
-The hidden city is one of the 100 most populous cities (`data/cities.json`, see
-`cities`). The episode starts with the observation `Questions:` (as in Twenty
-Questions). Each agent turn is one question, open ("What is the weather like?") or
-yes/no ("Is it in Asia?"); the simulator answers it in one line but never names the
-city or its country. A guess is exactly `Is the city you are from X?`.
+The hidden city is one of the original's 100 cities (`data/cities.json`, see `cities`),
+drawn from the seed or pinned with `options={"city": name}` (the per-item evaluation
+plays `cities.city_names()` in order). The episode starts with the observation
+`Questions:` (as in Twenty Questions). Each agent turn is one question, open ("What is
+the weather like?") or yes/no ("Is it in Asia?"); the simulator answers it in one line
+but never names the city or its country. A guess is `Is the city you are from X?`, or,
+as in the original, any question that ends with the city's name and asks only whether
+it is the city ("Is it X?", "Are you from X?"; see `reader`).
 
 Reward: -1 per question, 0 for the question that guesses the city, which ends the
 episode (`info["success"]`); after `max_questions` (20) questions the episode is

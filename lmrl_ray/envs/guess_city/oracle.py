@@ -189,6 +189,8 @@ def yes_no_answer(city: City, intent: str, value: Any) -> tuple[str, ...]:
         truth = people > millions if direction == "more" else people < millions
     elif intent == "coast":
         truth = city.water == value
+    elif intent == "country" and isinstance(value, tuple):  # a name two countries share
+        truth = city.country in value
     else:
         truth = getattr(city, intent) == value
     return YES if truth else NO

@@ -1,11 +1,14 @@
 """How the Guess My City oracle reads a question: `parse` turns one line into a `Query`.
 
-- A guess is exactly `Is the city you are from X?`, lenient on case, spacing, accents,
-  quotes and trailing punctuation; X must be one city's name or a listed alias
-  (`Bombay` for Mumbai). Naming several cities, or a city plus more words, is not a
-  guess: the oracle asks for one city at a time. A name that is no table city is a
-  wrong guess. Other questions that name a city ("Is it Tokyo?") get a hint on how to
-  guess, and nothing else.
+- A guess is `Is the city you are from X?`, lenient on case, spacing, accents, quotes
+  and trailing punctuation, where X is one city's name or a listed alias (`Bombay` for
+  Mumbai); and, as in the original, any question that ends with one city's name and
+  whose other words are only a guess's frame (`GUESS_FRAME_WORDS`): "Is it Tokyo?",
+  "Are you from Tokyo?", "Is your city Tokyo?", "Do you live in Tokyo?". Naming
+  several cities, or a city plus other words, is not a guess: in the `Is the city you
+  are from` form the oracle asks for one city at a time, in any other form ("Is it
+  near Tokyo?") it gives a hint on how to guess, and nothing else. A name in that form
+  that is no table city is a wrong guess.
 - Otherwise the question's words are matched against the table's vocabulary (continents,
   regions, countries, provinces, languages, rivers, seas, climates, currencies, sports,
   foods, landmarks, cities), longest phrase first. One value asked about gets a yes/no
@@ -13,7 +16,8 @@
   different kinds ("a capital in Asia?") are not answered. With no value, keywords
   pick the topic (`KEYWORDS`, first match wins).
 - Questions about the city's name, spelling, country ("What country are you in?") get
-  a refusal; yes/no questions naming a country ("Is it in Japan?") are answered.
+  a refusal; yes/no questions naming a country ("Is it in Japan?") are answered, also
+  by a name two countries share ("Is it in Korea?").
 - Anything else is unresolved (the oracle gives its one fallback answer), and so is
   text that is not a question (empty, several lines, over `MAX_QUESTION_CHARS`, not
   ending in `?`, no letter), which the environment flags as an invalid action.
@@ -48,7 +52,7 @@ CLIMATE_WORDS = {
     "subtropical": {"humid subtropical"},
 }
 # Language names a question may use for a table language, and languages no table city
-# speaks (so that "Do they speak German?" gets an answer, not the fallback).
+# speaks (so that "Do they speak Dutch?" gets an answer, not the fallback).
 LANGUAGE_SYNONYMS = {
     "chinese": ("Mandarin", "Cantonese"),
     "persian": ("Farsi",),
@@ -56,8 +60,9 @@ LANGUAGE_SYNONYMS = {
     "filipino": ("Tagalog",),
 }
 OTHER_LANGUAGES = (
-    "German", "Dutch", "Greek", "Hebrew", "Polish", "Swedish", "Ukrainian", "Hausa",
-    "Igbo", "Kurdish", "Somali", "Nepali", "Sinhala", "Khmer", "Lao",
+    "Dutch", "Greek", "Hebrew", "Polish", "Swedish", "Hausa", "Igbo", "Kurdish", "Somali",
+    "Nepali", "Sinhala", "Khmer", "Lao", "Afrikaans", "Catalan", "Dari", "Pashto", "Swahili",
+    "Xhosa", "Yoruba", "Zulu",
 )
 SPORT_SYNONYMS = {"soccer": "football", "american football": "gridiron football", "hockey": "ice hockey"}
 SUBREGION_SYNONYMS = {
@@ -114,6 +119,19 @@ REFUSAL_KEYWORDS = (
     "where are you from", "where do you live", "where do you come from", "identity", "reveal",
 )
 
+# The words a guess may hold besides the city's name. The original ends the game when
+# its oracle says "Yes." to a question whose last words are the city's name
+# (llm_rl_scripts/guess_city/env/data.py:90-92 and is_done, data.py:330-354); with a
+# grounded oracle, "yes" means the question asks whether the city is X, so the frame is
+# held to words that ask exactly that: no "near", "than", "or", "not".
+GUESS_FRAME_WORDS = frozenset({
+    "is", "it", "its", "the", "a", "city", "town", "hometown", "home", "you", "youre", "are", "am",
+    "i", "my", "your", "from", "in", "of", "do", "does", "live", "come", "originally", "located",
+    "based", "was", "were", "born", "grew", "up", "could", "can", "might", "would", "will", "be",
+    "maybe", "perhaps", "possibly", "probably", "so", "then", "that", "this", "guess", "think",
+    "called", "named", "right",
+})
+
 # Kinds of query that are not about a fact of the city.
 GUESS, MULTI_GUESS_KIND, HINT, REFUSE, UNRESOLVED_KIND, INVALID = (
     "guess", "multi-guess", "hint", "refuse", "unresolved", "invalid",
@@ -169,9 +187,15 @@ def vocabulary() -> dict[tuple[str, ...], tuple[str, Any]]:
     for city in cities:
         for name in (city.name, *city.aliases):
             add(name, "city", city.name)
+    owners: dict[str, set[str]] = {}
     for city in cities:
         for name in (city.country, *city.country_aliases):
-            add(name, "country", city.country)
+            owners.setdefault(normalise(name), set()).add(city.country)
+    for city in cities:
+        for name in (city.country, *city.country_aliases):
+            shared = owners[normalise(name)]
+            # A name of two countries ("Korea") asks about both.
+            add(name, "country", city.country if len(shared) == 1 else tuple(sorted(shared)))
     for city in cities:
         add(city.currency, "currency", city.currency)
         add(city.currency + "s", "currency", city.currency)
@@ -225,6 +249,22 @@ def find_mentions(words: Sequence[str]) -> tuple[list[tuple[str, Any]], str]:
     return mentions, " ".join(rest)
 
 
+@functools.lru_cache(maxsize=None)
+def _longest_city_name() -> int:
+    return max(len(name.split()) for name in table().by_name)
+
+
+def _framed_guess(words: Sequence[str]) -> str | None:
+    """The city whose name (or alias) ends `words` when the other words are only a
+    guess's frame ("is it tokyo"), else None."""
+    by_name = table().by_name
+    for size in range(min(len(words), _longest_city_name()), 0, -1):
+        city = by_name.get(" ".join(words[-size:]))
+        if city is not None:
+            return city.name if all(w in GUESS_FRAME_WORDS for w in words[:-size]) else None
+    return None
+
+
 def _names_a_city(words: Sequence[str]) -> bool:
     """Whether some run of `words` is a city's name or alias."""
     by_name = table().by_name
@@ -264,6 +304,9 @@ def _parse_line(text: str) -> Query:
             return Query(MULTI_GUESS_KIND)
     if not text.endswith("?") or not any(ch.isalpha() for ch in text):
         return Query(INVALID)
+    framed = _framed_guess(normalise(text).split())
+    if framed is not None:
+        return Query(GUESS, framed)
     query = _parse_question(normalise(text))
     if guess and query.intent == UNRESOLVED_KIND:
         return Query(GUESS, None)  # a guess of a city outside the table: it is not the one

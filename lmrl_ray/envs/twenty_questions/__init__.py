@@ -6,7 +6,7 @@ grounded oracle (`oracle.py`), the environment (`env.py`) and the scripted quest
 """
 
 from lmrl_ray.envs.twenty_questions.env import TwentyQuestionsEnv
-from lmrl_ray.envs.twenty_questions.objects import KnowledgeTable, load_table
+from lmrl_ray.envs.twenty_questions.objects import OBJECTS, KnowledgeTable, load_table
 from lmrl_ray.envs.twenty_questions.oracle import GroundedOracle
 from lmrl_ray.envs.twenty_questions.questioners import (
     InformationGainQuestioner,
@@ -18,6 +18,7 @@ __all__ = [
     "GroundedOracle",
     "InformationGainQuestioner",
     "KnowledgeTable",
+    "OBJECTS",
     "QuestionerMixture",
     "RandomQuestioner",
     "TwentyQuestionsEnv",

@@ -1,8 +1,12 @@
 """Twenty Questions: find the hidden object with yes/no questions.
 
 The transcript starts with `Questions:`. Each agent turn is a question; the simulator
-answers `Yes.` or `No.`. The episode ends on a correct guess, a question that names the
-hidden object (or a synonym of it) and nothing else, or after `max_questions` questions.
+answers `Yes.` or `No.`. The episode ends on a correct guess, or after `max_questions`
+questions. A correct guess is the source's (`llm_rl_scripts/twenty_questions/env/data.py`,
+`is_done`, and `create_trajectory_from_history`, which ends the game on its `Yes.`): a
+question that ends with a name of the hidden object (one of its variants) and holds no
+other noun, such as "Is it a cat?", "Is the object a cat?", "Is it a kind of cat?" or
+"Is it a small cat?"; "Is it a cat or a dog?" is none (see `objects.GUESS_FRAME_WORDS`).
 Reward: -1 per question, 0 for the correctly guessing one. The policy reads the whole
 transcript.
 
@@ -31,7 +35,8 @@ class TwentyQuestionsEnv(TextEnv):
     """Twenty Questions against a simulator: `simulator="grounded"` (the default), or
     an LM simulator handed over (`envs.dialogue.build_simulator`).
 
-    `options={"object": name}` pins the hidden object by name or synonym.
+    `options={"object": name}` pins the hidden object by name or synonym; the per-item
+    evaluation plays every name of `objects.OBJECTS` once, in that order.
     """
 
     task = "twenty-questions"

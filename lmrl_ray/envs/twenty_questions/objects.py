@@ -1,20 +1,23 @@
 """The Twenty Questions knowledge table: the objects, the question bank, and how a
 question is understood.
 
-The table (`data/twenty_questions_objects.json`, written for this project) holds 158
-objects in 17 categories, each with its synonyms and the value of every yes/no attribute
-for the typical object. The same file holds the *question bank*: for every attribute and
-every category its canonical question, paraphrases (same answer) and negations (the
-opposite answer, e.g. "Is it natural?" for man-made), plus the templates of a guess.
+The table (`data/twenty_questions_objects.json`) holds the original LMRL-Gym's 158 objects
+in 17 categories, in its order (`llm_rl_scripts/twenty_questions/env/data.py:52-70`), each
+with the source's variants as synonyms and, written for this project, the value of every
+yes/no attribute for the typical object. The same file holds the *question bank*: for
+every attribute and every category its canonical question, paraphrases (same answer) and
+negations (the opposite answer, e.g. "Is it natural?" for man-made), plus the templates
+the scripted questioners phrase a guess in.
 
 How a question is understood: `normalise` turns text into a key (lower case, punctuation
 and articles dropped, "the object" / "this thing" -> "it", "I" / "people" -> "you",
-fillers such as "so" or "please" dropped), and the key is looked up in one index built
-from the bank and from the guess templates filled with every object name and synonym.
-So "Would I find the object in a kitchen?" means what "Would you find it in a kitchen?"
-means, and "Is it a banana?" is a guess of the banana. A text with no `?`, or whose key is
-not in the index (several objects at once, "Is it a fruit or a banana?", "Answer yes.",
-gibberish), is *unresolved*: `KnowledgeTable.parse` gives None.
+fillers such as "so" or "please" dropped). A key from the bank means its attribute or
+category, so "Would I find the object in a kitchen?" means what "Would you find it in a
+kitchen?" means. Otherwise it is a *guess* if it ends with a name of an object and holds
+no other noun (the source's rule, see `GUESS_FRAME_WORDS`): "Is it a banana?", "Is it a
+kind of banana?", "Is it a small banana?". A text with no `?`, or that is neither (several
+objects at once, "Is it a fruit or a banana?", "Answer yes.", gibberish), is *unresolved*:
+`KnowledgeTable.parse` gives None.
 """
 
 from __future__ import annotations
@@ -37,6 +40,37 @@ MAX_QUESTION_CHARS = 300
 
 ATTRIBUTE, CATEGORY, GUESS = "attribute", "category", "guess"
 ARTICLES = ("a", "an", "")
+
+# The source ends the game when the oracle answers "Yes." to a question that ends with
+# one of the object's variants and holds no other noun: its `is_done` (data.py:351-391)
+# tags the words with NLTK and lets through any word that is not a noun, the words of the
+# object's own variants, the nouns "object", "something", "type" and "kind", and a noun
+# right before "of" ("a pair of shoes"). We have no tagger, and our oracle's "Yes." must be
+# true, so the words besides the name come from closed lists: the frame of a question and
+# plain qualifiers (after `normalise`, which has dropped articles and made "the object",
+# "this thing" and "they" into "it"), and the counter words that may stand before "of".
+# A word outside them (another noun, "not", "or", "than", "like") makes the question no
+# guess: "Is it a cat or a dog?", "Is it bigger than a cat?", "Is it a picture of a cat?".
+GUESS_FRAME_WORDS = frozenset({
+    # the frame of a question
+    "is", "are", "was", "be", "am", "could", "can", "might", "may", "would", "will", "should",
+    "must", "does", "do", "did", "it", "you", "what", "thinking", "think", "imagining",
+    "picturing", "guessing", "guess", "mean", "have", "got", "called", "named", "of", "about",
+    # the source's ignored nouns (data.py:362)
+    "object", "something", "type", "kind",
+    # adverbs and plain qualifiers
+    "perhaps", "maybe", "possibly", "probably", "just", "really", "actually", "exactly",
+    "definitely", "certainly", "indeed", "still", "some", "small", "little", "big", "large",
+    "real", "regular", "normal", "ordinary", "typical", "common", "standard", "usual",
+    "simple", "basic", "plain", "classic", "traditional", "everyday", "average", "single",
+})
+COUNTER_WORDS = frozenset({"sort", "form", "variety", "piece", "pair", "pack", "set", "bottle", "box", "bag", "bunch"})
+# Some names are verbs too ("watch", "saw", "ring", "train"): "Is it something you can
+# watch?" asks what one does with the object, not which object it is, and a television
+# must not be told "No." as if it had been guessed wrong. A name right after one of these
+# words is read as that verb, so the question is no guess.
+VERB_BEFORE_NAME = frozenset({"you", "can", "could", "might", "may", "would", "will", "should", "must",
+                              "do", "does", "did"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +96,8 @@ class TableObject:
     category: str
     synonyms: tuple[str, ...]
     attributes: Mapping[str, bool]
+    synonym_articles: Mapping[str, str]
+    """The article of each synonym that does not take the default (see `spoken`)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -69,12 +105,16 @@ class TableObject:
 
     def spoken(self, name: str | None = None) -> str:
         """The object (or its synonym `name`) as said in a question: "a banana", "an
-        apple", "jeans". A synonym takes "a" or "an" by its first letter, or no article
-        where the object's name takes none."""
+        apple", "pants", "a pair of pants". A synonym takes its article from
+        `synonym_articles`, else "a" or "an" by its first letter, or none where the
+        object's name takes none."""
         name = name or self.name
-        article = self.article
-        if name != self.name and article:
-            article = "an" if name[0] in "aeiou" else "a"
+        if name == self.name:
+            article = self.article
+        elif name in self.synonym_articles:
+            article = self.synonym_articles[name]
+        else:
+            article = ("an" if name[0].lower() in "aeiou" else "a") if self.article else ""
         return f"{article} {name}".strip()
 
 
@@ -139,6 +179,11 @@ class KnowledgeTable:
         if not self.objects:
             raise TableError(f"{self.path}: 'objects' must be a non-empty list")
         self.by_name = {obj.name: obj for obj in self.objects}
+        # Every name and synonym, normalised, -> the object's name; and the words of all
+        # of an object's names, which a guess of it may repeat (the source's `ignores`).
+        self.name_index: dict[str, str] = {}
+        self.name_words: dict[str, frozenset[str]] = {}
+        self._build_names()
         self.phrasings: dict[Meaning, tuple[str, ...]] = {}
         for kind, section in ((ATTRIBUTE, "attributes"), (CATEGORY, "categories")):
             for key, entry in data[section].items():
@@ -149,7 +194,7 @@ class KnowledgeTable:
         self._truths: dict[Meaning, np.ndarray] = {}
         # Scripted questioners reuse a few hundred phrasings; caching their keys keeps
         # data generation fast. Only short texts get here (see `parse`), so it stays small.
-        self._lookup = functools.lru_cache(maxsize=8192)(lambda text: self.index.get(normalise(text)))
+        self._lookup = functools.lru_cache(maxsize=8192)(self._meaning)
 
         self.questions = tuple(Meaning(ATTRIBUTE, a) for a in self.attributes) + tuple(
             Meaning(CATEGORY, c) for c in self.categories
@@ -186,6 +231,11 @@ class KnowledgeTable:
             valid = ", ".join(self.categories)
             raise TableError(f"{where}: unknown category {entry.get('category')!r}; valid: {valid}")
         synonyms = self._strings(entry.get("synonyms"), f"object {name!r} synonyms")
+        synonym_articles = entry.get("synonym_articles", {})
+        if not isinstance(synonym_articles, dict) or any(
+            s not in synonyms or a not in ARTICLES for s, a in synonym_articles.items()
+        ):
+            raise TableError(f"{where}: 'synonym_articles' must map its synonyms to one of {ARTICLES}")
         values = entry.get("attributes")
         if not isinstance(values, dict):
             raise TableError(f"{where}: 'attributes' must be a mapping")
@@ -196,34 +246,76 @@ class KnowledgeTable:
             if names:
                 raise TableError(f"{where}: {problem} attribute(s) {', '.join(names)}")
         return TableObject(name, entry["article"], entry["category"], tuple(synonyms),
-                           {a: values[a] for a in self.attributes})
+                           {a: values[a] for a in self.attributes}, dict(synonym_articles))
+
+    def _build_names(self) -> None:
+        for obj in self.objects:
+            words: set[str] = set()
+            for name in obj.names:
+                key = normalise(name)
+                if not key:
+                    raise TableError(f"{self.path}: object {obj.name!r}: name {name!r} has no words left after normalising")
+                if self.name_index.setdefault(key, obj.name) != obj.name:
+                    raise TableError(
+                        f"{self.path}: object {obj.name!r}: name {name!r} is already a name of {self.name_index[key]!r}"
+                    )
+                if key in GUESS_FRAME_WORDS or key in COUNTER_WORDS:
+                    raise TableError(f"{self.path}: object {obj.name!r}: name {name!r} is a word of a guess's frame")
+                words.update(key.split())
+            self.name_words[obj.name] = frozenset(words)
+        self._longest_name = max(len(key.split()) for key in self.name_index)
 
     def _build_index(self) -> dict[str, Meaning]:
         index: dict[str, Meaning] = {}
         owner: dict[str, str] = {}
-
-        def add(text: str, meaning: Meaning, source: str) -> None:
-            key = normalise(text)
-            if not key:
-                raise TableError(f"{self.path}: {source}: {text!r} has no words left after normalising")
-            if index.setdefault(key, meaning) != meaning:
-                raise TableError(f"{self.path}: {source}: {text!r} reads the same as {owner[key]}")
-            owner.setdefault(key, f"{source} ({text!r})")
-
         for meaning, texts in self.phrasings.items():
+            source = f"{meaning.kind} {meaning.key!r}"
             for text in texts:
-                add(text, meaning, f"{meaning.kind} {meaning.key!r}")
-        names: dict[str, str] = {}
+                key = normalise(text)
+                if not key:
+                    raise TableError(f"{self.path}: {source}: {text!r} has no words left after normalising")
+                if index.setdefault(key, meaning) != meaning:
+                    raise TableError(f"{self.path}: {source}: {text!r} reads the same as {owner[key]}")
+                owner.setdefault(key, f"{source} ({text!r})")
+                guessed = self._guess(key)
+                if guessed is not None:
+                    raise TableError(f"{self.path}: {source}: {text!r} reads as a guess of {guessed!r}")
         for obj in self.objects:
             for name in obj.names:
-                key = normalise(name)
-                if names.setdefault(key, obj.name) != obj.name:
-                    raise TableError(
-                        f"{self.path}: object {obj.name!r}: name {name!r} is already a name of {names[key]!r}"
-                    )
                 for template in self.guess_templates:
-                    add(template.format(name), Meaning(GUESS, obj.name), f"object {obj.name!r}")
+                    text = template.format(obj.spoken(name))
+                    key = normalise(text)
+                    if key in index or self._guess(key) != obj.name:
+                        raise TableError(
+                            f"{self.path}: object {obj.name!r}: guess template {template!r} gives {text!r}, "
+                            "which does not read as a guess of it"
+                        )
         return index
+
+    def _guess(self, key: str) -> str | None:
+        """The object a normalised question guesses: the key ends with one of its names,
+        not right after a verb's word (VERB_BEFORE_NAME), and every other word is a frame
+        word, a word of its own names, or a counter word before "of" (see
+        GUESS_FRAME_WORDS); None if there is no such object."""
+        words = key.split()
+        for n in range(min(len(words), self._longest_name), 0, -1):
+            name = self.name_index.get(" ".join(words[-n:]))
+            before = words[:-n]
+            if name is None or (before and before[-1] in VERB_BEFORE_NAME):
+                continue
+            if self._frame_only(before, self.name_words[name]):
+                return name
+        return None
+
+    @staticmethod
+    def _frame_only(words: list[str], own_words: frozenset[str]) -> bool:
+        for i, word in enumerate(words):
+            if word in GUESS_FRAME_WORDS or word in own_words:
+                continue
+            if word in COUNTER_WORDS and i + 1 < len(words) and words[i + 1] == "of":
+                continue
+            return False
+        return True
 
     # -- Questions --------------------------------------------------------------------
 
@@ -232,6 +324,13 @@ class KnowledgeTable:
         if "?" not in text or len(text) > MAX_QUESTION_CHARS:
             return None
         return self._lookup(text)
+
+    def _meaning(self, text: str) -> Meaning | None:
+        key = normalise(text)
+        if key in self.index:
+            return self.index[key]
+        guessed = self._guess(key)
+        return None if guessed is None else Meaning(GUESS, guessed)
 
     def answer(self, obj: TableObject, meaning: Meaning) -> bool:
         """The true answer about `obj`."""
@@ -251,8 +350,8 @@ class KnowledgeTable:
 
     def find(self, name: str) -> TableObject | None:
         """The object called `name` (or a synonym of it), if any."""
-        meaning = self.index.get(normalise(f"Is it {name}?"))
-        return self.by_name[meaning.key] if meaning is not None and meaning.kind == GUESS else None
+        found = self.name_index.get(normalise(name))
+        return None if found is None else self.by_name[found]
 
     def say(self, meaning: Meaning, rng: np.random.Generator) -> str:
         """A question with this meaning in one of its phrasings, drawn with `rng`.
@@ -281,3 +380,8 @@ def load_table(path: Path | str = DATA_PATH) -> KnowledgeTable:
     if not isinstance(data, dict):
         raise TableError(f"{path}: the knowledge table must be a JSON object")
     return KnowledgeTable(data, path)
+
+
+OBJECTS: tuple[str, ...] = tuple(obj.name for obj in load_table().objects)
+"""The objects' names in the source's order: the per-item evaluation plays each once, in
+this order, pinned with `reset(options={"object": name})`."""
